@@ -1,0 +1,73 @@
+"""DenseNet (Huang et al. 2017): torchvision's ImageNet DenseNet-121/161/169/201 and the CIFAR DenseNet-BC."""
+
+from typing import Callable, Literal, Sequence
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+
+from fusionjax.blocks import DenseBlock, Transition
+from fusionjax.layers import BatchNorm, Conv2d, Dtype, ModuleDef, global_avg_pool, max_pool
+from fusionjax.models.common import check_image_batch
+
+
+class DenseNet(nn.Module):
+    """Stem → dense blocks joined by transitions (compression θ) → norm→act → global pool → linear.
+
+    ``stem='imagenet'``: 7×7/2 conv, norm, act, 3×3/2 max pool (torchvision's ``features.conv0…pool0``);
+    ``stem='cifar'``: one 3×3 conv to ``num_init_features`` (2·k for DenseNet-BC), as in the paper's CIFAR nets.
+    ``memory_efficient`` rematerializes each layer's concat→BN→ReLU→1×1 conv in the backward pass.
+    ``features=True`` returns the stem's, each dense block's, the pooled and the logits' outputs as a dict.
+    """
+
+    block_config: Sequence[int] = (6, 12, 24, 16)
+    growth_rate: int = 32
+    num_init_features: int = 64
+    bn_size: int | None = 4
+    compression: float = 0.5
+    drop_rate: float = 0.0
+    memory_efficient: bool = False
+    stem: Literal["imagenet", "cifar"] = "imagenet"
+    num_classes: int = 1000
+    in_channels: int = 3
+    drop_path: float = 0.0
+    zero_init_last: bool = False
+    conv: ModuleDef = Conv2d
+    norm: ModuleDef = BatchNorm
+    act: Callable = nn.relu
+    dtype: Dtype = jnp.float32
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
+        check_image_batch(x, self.in_channels, type(self).__name__)
+        outputs = {}
+        if self.stem == "imagenet":
+            x = self.conv(self.num_init_features, 7, strides=2, dtype=self.dtype, name="conv0")(x)
+            x = max_pool(self.act(self.norm(dtype=self.dtype, name="norm0")(x, train)))
+        elif self.stem == "cifar":
+            x = self.conv(self.num_init_features, 3, dtype=self.dtype, name="conv0")(x)
+        else:
+            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
+        outputs["stem"] = x
+
+        num_layers = sum(self.block_config)
+        rates = [self.drop_path * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        first = 0
+        for i, size in enumerate(self.block_config):
+            x = DenseBlock(
+                size, self.growth_rate, self.bn_size, self.drop_rate, self.memory_efficient,
+                tuple(rates[first : first + size]), self.zero_init_last, self.conv, self.norm, self.act, self.dtype,
+                name=f"denseblock{i + 1}",
+            )(x, train)
+            first += size
+            outputs[f"stage{i + 1}"] = x
+            if i != len(self.block_config) - 1:
+                x = Transition(self.compression, self.conv, self.norm, self.act, self.dtype, name=f"transition{i + 1}")(
+                    x, train
+                )
+        x = self.act(self.norm(dtype=self.dtype, name="norm5")(x, train))
+        x = global_avg_pool(x)
+        outputs["pooled"] = x
+        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x).astype(jnp.float32)
+        outputs["logits"] = logits
+        return outputs if features else logits

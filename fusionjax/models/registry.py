@@ -1,0 +1,172 @@
+"""The model zoo: one table of names users already know, each an exact, documented architecture."""
+
+import dataclasses
+import difflib
+import fnmatch
+from functools import partial
+from typing import Any, Callable
+
+import flax.linen as nn
+import jax.numpy as jnp
+
+from fusionjax.blocks import BasicBlock, Bottleneck, PlainBlock, PreActBasicBlock, PreActBottleneck
+from fusionjax.models.densenet import DenseNet
+from fusionjax.models.resnet import ResNet
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """A registered architecture.
+
+    ``torchvision`` is the name of the identical torchvision model (its checkpoints convert exactly), or None.
+    ``min_input_size`` is the smallest square input that still leaves one cell after the last downsampling.
+    """
+
+    name: str
+    build: Callable[..., nn.Module]
+    num_classes: int
+    input_size: int
+    min_input_size: int
+    source: str
+    torchvision: str | None = None
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+class UnknownModelError(KeyError):
+    """The name is not in the registry; the message lists close matches and every known name."""
+
+    def __str__(self) -> str:  # KeyError would quote the whole message
+        return str(self.args[0])
+
+
+def _register(name: str, build, *, source: str, cifar: bool = False, torchvision: bool = False) -> None:
+    _REGISTRY[name] = ModelSpec(
+        name=name,
+        build=build,
+        num_classes=10 if cifar else 1000,
+        input_size=32 if cifar else 224,
+        min_input_size=8 if cifar else 32,
+        source=source,
+        torchvision=name if torchvision else None,
+    )
+
+
+# ImageNet, exactly torchvision's (torchvision.models.resnet / densenet, v0.28).
+_IMAGENET_RESNETS = {
+    "resnet18": (BasicBlock, (2, 2, 2, 2)),
+    "resnet34": (BasicBlock, (3, 4, 6, 3)),
+    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101": (Bottleneck, (3, 4, 23, 3)),
+    "resnet152": (Bottleneck, (3, 8, 36, 3)),
+    "resnext50_32x4d": (partial(Bottleneck, groups=32, base_width=4), (3, 4, 6, 3)),
+    "resnext101_32x8d": (partial(Bottleneck, groups=32, base_width=8), (3, 4, 23, 3)),
+    "resnext101_64x4d": (partial(Bottleneck, groups=64, base_width=4), (3, 4, 23, 3)),
+    "wide_resnet50_2": (partial(Bottleneck, base_width=128), (3, 4, 6, 3)),
+    "wide_resnet101_2": (partial(Bottleneck, base_width=128), (3, 4, 23, 3)),
+}
+for _name, (_block, _sizes) in _IMAGENET_RESNETS.items():
+    _register(
+        _name, partial(ResNet, stage_sizes=_sizes, block=_block), torchvision=True,
+        source="He et al. 2016 (ResNet), Xie et al. 2017 (ResNeXt), Zagoruyko & Komodakis 2016 (Wide); torchvision",
+    )
+
+_IMAGENET_DENSENETS = {  # growth rate, block config, stem width
+    "densenet121": (32, (6, 12, 24, 16), 64),
+    "densenet161": (48, (6, 12, 36, 24), 96),
+    "densenet169": (32, (6, 12, 32, 32), 64),
+    "densenet201": (32, (6, 12, 48, 32), 64),
+}
+for _name, (_k, _config, _stem) in _IMAGENET_DENSENETS.items():
+    _register(
+        _name, partial(DenseNet, growth_rate=_k, block_config=_config, num_init_features=_stem),
+        torchvision=True, source="Huang et al. 2017, Table 1; torchvision",
+    )
+
+# Squeeze-and-excitation on torchvision's ResNet-50 / ResNeXt-50 (Hu et al. 2018, Table 1; reduction 16).
+_register("se_resnet50", partial(ResNet, stage_sizes=(3, 4, 6, 3), block=partial(Bottleneck, se_reduction=16)),
+          source="Hu et al. 2018 (SENet), Table 1")
+_register("se_resnext50_32x4d",
+          partial(ResNet, stage_sizes=(3, 4, 6, 3), block=partial(Bottleneck, groups=32, base_width=4, se_reduction=16)),
+          source="Hu et al. 2018 (SENet), Table 1")
+
+# Pre-activation ResNet v2 for ImageNet (He et al. 2016b), stem and stages as in ResNet v1.
+for _name, (_block, _sizes) in {
+    "preact_resnet18": (PreActBasicBlock, (2, 2, 2, 2)),
+    "preact_resnet34": (PreActBasicBlock, (3, 4, 6, 3)),
+    "preact_resnet50": (PreActBottleneck, (3, 4, 6, 3)),
+    "preact_resnet101": (PreActBottleneck, (3, 4, 23, 3)),
+    "preact_resnet152": (PreActBottleneck, (3, 8, 36, 3)),
+}.items():
+    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block),
+              source="He et al. 2016b, 'Identity Mappings in Deep Residual Networks' (full pre-activation)")
+
+# CIFAR (32×32), He et al. 2016 §4.2: 6n+2 layers, widths 16/32/64, option-A (zero-pad) shortcuts.
+for _depth in (20, 32, 44, 56, 110):
+    _n = (_depth - 2) // 6
+    _cifar = dict(stage_sizes=(_n, _n, _n), stage_widths=(16, 32, 64), stem="cifar", stem_width=16,
+                  shortcut="zero_pad", num_classes=10)
+    _register(f"resnet{_depth}", partial(ResNet, block=BasicBlock, **_cifar), cifar=True,
+              source="He et al. 2016, §4.2 and Table 6 (CIFAR-10, option A)")
+    _register(f"plain{_depth}", partial(ResNet, block=PlainBlock, **_cifar), cifar=True,
+              source="He et al. 2016, §4.2 and Fig. 6 (plain nets, degradation experiment)")
+
+_register("preact_resnet164",
+          partial(ResNet, block=PreActBottleneck, stage_sizes=(18, 18, 18), stage_widths=(16, 32, 64),
+                  stem="cifar", stem_width=16, num_classes=10),
+          cifar=True, source="He et al. 2016b, Table 2 (ResNet-164, pre-activation bottleneck, 1.7M params)")
+_register("wrn28_10",
+          partial(ResNet, block=partial(PreActBasicBlock, dropout_rate=0.0), stage_sizes=(4, 4, 4),
+                  stage_widths=(160, 320, 640), stem="cifar", stem_width=16, num_classes=10),
+          cifar=True, source="Zagoruyko & Komodakis 2016, WRN-28-10 (36.5M params; dropout_rate=0.3 in Table 6)")
+_register("resnext29_8x64d",
+          partial(ResNet, block=partial(Bottleneck, groups=8, base_width=64), stage_sizes=(3, 3, 3),
+                  stage_widths=(64, 128, 256), stem="cifar", stem_width=64, num_classes=10),
+          cifar=True, source="Xie et al. 2017, §5.3 and Table 7 (ResNeXt-29, 8×64d, 34.4M params)")
+for _name, (_depth, _k) in {"densenet_bc_100_12": (100, 12), "densenet_bc_250_24": (250, 24),
+                             "densenet_bc_190_40": (190, 40)}.items():
+    _n = (_depth - 4) // 6  # BC: every layer is two convs, three blocks, plus stem, two transitions and the head
+    _register(_name,
+              partial(DenseNet, block_config=(_n, _n, _n), growth_rate=_k, num_init_features=2 * _k, stem="cifar",
+                      num_classes=10),
+              cifar=True, source="Huang et al. 2017, Table 2 (DenseNet-BC, k=%d, depth %d)" % (_k, _depth))
+
+
+def list_models(pattern: str = "*") -> list[str]:
+    """Registered names, sorted; ``pattern`` is a shell-style filter such as ``'resnet*'``."""
+    return sorted(n for n in _REGISTRY if fnmatch.fnmatchcase(n, pattern))
+
+
+def get_model_spec(name: str) -> ModelSpec:
+    """The registry entry for ``name``; an unknown name raises ``UnknownModelError`` with close matches."""
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        close = difflib.get_close_matches(name, _REGISTRY, n=5, cutoff=0.5)
+        hint = f" Did you mean {', '.join(close)}?" if close else ""
+        raise UnknownModelError(f"Unknown model {name!r}.{hint} Known models: {', '.join(list_models())}.") from None
+
+
+def create_model(
+    name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, pretrained: bool = False, **overrides
+):
+    """Build a registered model (a Flax linen module; initialize it with ``model.init``).
+
+    ``num_classes`` defaults to the data set the architecture was designed for (1000 or 10); ``dtype`` is the
+    compute dtype (parameters stay float32); ``overrides`` set any other field of the model class, e.g.
+    ``drop_path=0.1``, ``zero_init_last=True``, ``norm=fusionjax.layers.GroupNorm``, ``memory_efficient=True``.
+    With ``pretrained=True`` (torchvision architectures only) returns ``(model, variables)`` holding
+    torchvision's ImageNet weights, downloaded once into ``$FUSIONJAX_CACHE`` and converted (``fusionjax.convert``).
+    """
+    spec = get_model_spec(name)
+    fields = {f.name for f in dataclasses.fields(spec.build.func)}
+    unknown = sorted(set(overrides) - fields)
+    if unknown:
+        raise TypeError(f"{name}: unknown option(s) {unknown}; {spec.build.func.__name__} takes {sorted(fields - {'parent', 'name'})}.")
+    model = spec.build(num_classes=num_classes or spec.num_classes, dtype=dtype, **overrides)
+    if not pretrained:
+        return model
+    from fusionjax.convert import pretrained_variables  # torch-free unless the weights need converting
+
+    return model, pretrained_variables(name, model)
