@@ -83,11 +83,6 @@ class ASFF(nn.Module):
                 x = self.conv(channels, 1, dtype=self.dtype, name=f"lateral{source}")(x)
                 x = self.act(self.norm(dtype=self.dtype, name=f"lateral{source}_norm")(x, train))
             x = _resize_nearest(x, target_shape[1], target_shape[2])
-        if x.shape != target_shape:
-            raise ValueError(
-                f"ASFF: level {source} has shape {x.shape} after resizing to level {self.level}, expected "
-                f"{target_shape}. Each level must be half the spatial size of the previous one."
-            )
         return x
 
     @nn.compact
@@ -96,6 +91,13 @@ class ASFF(nn.Module):
             raise ValueError(f"ASFF fuses 2 or 3 levels, got {len(levels)}.")
         if not 0 <= self.level < len(levels):
             raise ValueError(f"ASFF level={self.level} is out of range for {len(levels)} inputs.")
+        for finer, coarser in zip(levels, levels[1:]):
+            expected = (-(-finer.shape[1] // 2), -(-finer.shape[2] // 2))  # what a 3x3/2 conv padded by 1 gives
+            if coarser.shape[1:3] != expected:
+                raise ValueError(
+                    f"ASFF levels must halve in size (finest first): {finer.shape[1:3]} is followed by "
+                    f"{coarser.shape[1:3]}, expected {expected}. Pass backbone stages in order, e.g. stage2..stage4."
+                )
         target_shape = levels[self.level].shape
         aligned = [self._align(x, i, target_shape, train) for i, x in enumerate(levels)]
         compressed = [
@@ -104,6 +106,7 @@ class ASFF(nn.Module):
         ]
         logits = self.conv(len(levels), 1, use_bias=True, dtype=self.dtype, name="weight_logits")(concat(*compressed))
         weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        self.sow("intermediates", "fusion_weights", weights)  # (N, H, W, levels): what each position took from where
         fused = add(*[x * weights[..., i : i + 1] for i, x in enumerate(aligned)])
         return self.act(self.norm(dtype=self.dtype, name="out_norm")(
             self.conv(target_shape[-1], 3, dtype=self.dtype, name="out")(fused), train))

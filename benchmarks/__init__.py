@@ -1,0 +1,1 @@
+"""Benchmarks against PyTorch (run as modules: python -m benchmarks.compare); not part of the test suite."""

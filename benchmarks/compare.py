@@ -1,0 +1,390 @@
+"""fusionjax (jit) against torchvision (eager NCHW, eager channels_last, torch.compile), in one process.
+
+    python -m benchmarks.compare                       # the four models, 7 rounds, appends to benchmarks/RESULTS.md
+    python -m benchmarks.compare --models resnet20 --rounds 5 --note "what this run tries"
+    python -m benchmarks.compare --quick               # 3 rounds, no torch.compile, nothing appended
+
+Every round times one call of every variant, JAX and torch alternating, the order reversed every other round so
+drift hits both sides alike; warm-up calls (and compilation) are excluded and reported separately. Forward is eval
+mode; the training step is forward, backward and an SGD-momentum update with BatchNorm in train mode, on both
+sides. On this shared 2-core machine a busy neighbour slows torch's OpenMP threads far more than XLA's, so the
+load average is recorded before and after, and minimums are reported beside medians.
+
+On a GPU (``jax.devices()[0].platform == 'gpu'``) both sides compute in bfloat16 (torch: autocast), batches grow
+(256 for ResNet-50), and the table adds images/s and the fraction of the GPU's peak: the step's FLOPs from
+XLA's cost analysis × steps/s ÷ the device's dense bf16 peak.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch loads its OpenMP runtime
+
+import argparse  # noqa: E402
+import datetime  # noqa: E402
+import platform  # noqa: E402
+import shlex  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Callable  # noqa: E402
+
+import flax  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+import optax  # noqa: E402
+
+import fusionjax  # noqa: E402
+from fusionjax.deploy import fold_batchnorm  # noqa: E402
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+# (batch, image size) on CPU and on GPU.
+CPU_SHAPES = {"resnet20": (128, 32), "resnet18": (16, 224), "resnet50": (16, 224), "densenet121": (16, 224)}
+GPU_SHAPES = {"resnet20": (1024, 32), "resnet18": (256, 224), "resnet50": (256, 224), "densenet121": (128, 224)}
+# Dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's data sheets, matched against jax's device_kind.
+GPU_BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
+LR, MOMENTUM = 0.1, 0.9
+
+
+@dataclass
+class Variant:
+    """One thing timed: ``run()`` does a step and returns once the result is ready."""
+
+    framework: str  # "jax" or "torch"
+    label: str
+    mode: str  # "forward" or "train"
+    run: Callable[[], None]
+    compile_s: float = 0.0  # lowering + compiling (JAX) or the first call (torch.compile)
+    times: list[float] = field(default_factory=list)
+    cpu_times: list[float] = field(default_factory=list)  # CPU seconds this process used per call (all threads)
+    flops: float | None = None  # per call, from XLA's cost analysis
+
+
+def _compiled(fn, *args, donate: tuple[int, ...] = ()):
+    start = time.perf_counter()
+    compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
+    seconds = time.perf_counter() - start
+    analysis = compiled.cost_analysis()
+    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
+    return compiled, seconds, (analysis or {}).get("flops")
+
+
+def jax_variants(name: str, batch: int, size: int, dtype) -> list[Variant]:
+    model = fusionjax.create_model(name, dtype=dtype)
+    num_classes = fusionjax.get_model_spec(name).num_classes
+    rng = np.random.default_rng(0)
+    x = jnp.asarray(rng.standard_normal((batch, size, size, 3)), dtype)
+    labels = jnp.asarray(rng.integers(0, num_classes, batch))
+    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+
+    forward, forward_s, forward_flops = _compiled(lambda v, x: model.apply(v, x, train=False), variables, x)
+    folded_model, folded_variables = fold_batchnorm(model, variables)
+    folded, folded_s, folded_flops = _compiled(lambda v, x: folded_model.apply(v, x), folded_variables, x)
+
+    tx = optax.sgd(LR, momentum=MOMENTUM)
+
+    def train_step(state, x, labels):
+        params, batch_stats, opt_state = state
+
+        def loss_fn(params):
+            logits, updates = model.apply(
+                {"params": params, "batch_stats": batch_stats}, x, train=True, mutable=["batch_stats"]
+            )
+            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates["batch_stats"]
+
+        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
+        updates, opt_state = tx.update(grads, opt_state, params)
+        return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+    # copies: the step donates its state, and the forward variants keep reading ``variables``
+    state = jax.tree.map(jnp.copy, (variables["params"], variables["batch_stats"], tx.init(variables["params"])))
+    train, train_s, train_flops = _compiled(train_step, state, x, labels, donate=(0,))
+    holder = {"state": state}
+
+    def run_train():
+        holder["state"], loss = train(holder["state"], x, labels)
+        loss.block_until_ready()
+
+    return [
+        Variant("jax", "fusionjax", "forward", lambda: forward(variables, x).block_until_ready(), forward_s,
+                flops=forward_flops),
+        Variant("jax", "fusionjax folded BN", "forward", lambda: folded(folded_variables, x).block_until_ready(),
+                folded_s, flops=folded_flops),
+        Variant("jax", "fusionjax", "train", run_train, train_s, flops=train_flops),
+    ]
+
+
+def torch_cifar_resnet(depth: int, num_classes: int = 10):
+    """He et al. 2016 §4.2's CIFAR ResNet (option-A zero-pad shortcuts), which torchvision does not ship."""
+    import torch
+    from torch import nn
+
+    class Block(nn.Module):
+        def __init__(self, cin, cout, stride):
+            super().__init__()
+            self.conv1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False)
+            self.bn1 = nn.BatchNorm2d(cout)
+            self.conv2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False)
+            self.bn2 = nn.BatchNorm2d(cout)
+            self.stride, self.pad = stride, cout - cin
+
+        def forward(self, x):
+            y = self.bn2(self.conv2(torch.relu(self.bn1(self.conv1(x)))))
+            shortcut = x
+            if self.stride > 1 or self.pad:
+                shortcut = nn.functional.pad(x[:, :, :: self.stride, :: self.stride],
+                                             (0, 0, 0, 0, self.pad // 2, self.pad - self.pad // 2))
+            return torch.relu(y + shortcut)
+
+    n = (depth - 2) // 6
+    layers, cin = [nn.Conv2d(3, 16, 3, 1, 1, bias=False), nn.BatchNorm2d(16), nn.ReLU()], 16
+    for stage, width in enumerate((16, 32, 64)):
+        for j in range(n):
+            layers.append(Block(cin, width, 2 if stage > 0 and j == 0 else 1))
+            cin = width
+    layers += [nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(64, num_classes)]
+    return nn.Sequential(*layers)
+
+
+def torch_variants(name: str, batch: int, size: int, gpu: bool, with_compile: bool) -> list[Variant]:
+    import torch
+
+    from fusionjax.torch_compat import import_torchvision
+
+    tv = import_torchvision()
+    device = "cuda" if gpu else "cpu"
+    num_classes = fusionjax.get_model_spec(name).num_classes
+    rng = np.random.default_rng(0)
+    images = torch.from_numpy(rng.standard_normal((batch, 3, size, size), dtype=np.float32)).to(device)
+    labels = torch.from_numpy(rng.integers(0, num_classes, batch)).to(device)
+    sync = torch.cuda.synchronize if gpu else (lambda: None)
+    autocast = (lambda: torch.autocast("cuda", torch.bfloat16)) if gpu else (lambda: torch.autocast("cpu", enabled=False))
+
+    def build(memory_format):
+        torchvision_name = fusionjax.get_model_spec(name).torchvision
+        module = getattr(tv.models, torchvision_name)() if torchvision_name else torch_cifar_resnet(int(name[6:]))
+        return module.to(device, memory_format=memory_format)
+
+    def forward_fn(module, x):
+        module.eval()
+
+        def run():
+            with torch.inference_mode(), autocast():
+                module(x)
+            sync()
+
+        return run
+
+    def train_fn(module, x):
+        module.train()
+        optimizer = torch.optim.SGD(module.parameters(), lr=LR, momentum=MOMENTUM)
+
+        def run():
+            optimizer.zero_grad(set_to_none=True)
+            with autocast():
+                loss = torch.nn.functional.cross_entropy(module(x), labels)
+            loss.backward()
+            optimizer.step()
+            sync()
+
+        return run
+
+    variants = []
+    layouts = [("torch NCHW", torch.contiguous_format), ("torch channels_last", torch.channels_last)]
+    for label, memory_format in layouts:
+        x = images.contiguous(memory_format=memory_format)
+        variants.append(Variant("torch", label, "forward", forward_fn(build(memory_format), x)))
+        variants.append(Variant("torch", label, "train", train_fn(build(memory_format), x)))
+    if with_compile:
+        x = images.contiguous(memory_format=torch.channels_last)
+        for mode, make in (("forward", forward_fn), ("train", train_fn)):
+            label = "torch.compile channels_last"
+            try:
+                run = make(torch.compile(build(torch.channels_last)), x)
+                start = time.perf_counter()
+                run()  # compiles
+                variants.append(Variant("torch", label, mode, run, time.perf_counter() - start))
+            except Exception as error:  # noqa: BLE001 — any backend failure is a result to record
+                print(f"{name} {mode}: torch.compile failed: {type(error).__name__}: {str(error).splitlines()[0]}")
+                variants.append(Variant("torch", label, mode, None, float("nan")))
+    return variants
+
+
+def time_rounds(variants: list[Variant], rounds: int, warmup: int) -> None:
+    """Warm every variant up, then time one call of each per round, JAX and torch interleaved."""
+    runnable = [v for v in variants if v.run is not None]
+    jax_side = [v for v in runnable if v.framework == "jax"]
+    torch_side = [v for v in runnable if v.framework == "torch"]
+    order = []
+    for i in range(max(len(jax_side), len(torch_side))):
+        order += jax_side[i : i + 1] + torch_side[i : i + 1]
+    for variant in order:
+        for _ in range(warmup):
+            variant.run()
+    for r in range(rounds):
+        for variant in order if r % 2 == 0 else order[::-1]:
+            start, cpu_start = time.perf_counter(), time.process_time()
+            variant.run()
+            variant.times.append(time.perf_counter() - start)
+            variant.cpu_times.append(time.process_time() - cpu_start)
+
+
+def fmt_ms(variant: Variant | None) -> str:
+    if variant is None:
+        return "–"
+    if not variant.times:
+        return "failed"
+    return f"{1e3 * statistics.median(variant.times):.1f} / {1e3 * min(variant.times):.1f}"
+
+
+def fmt_ratio(jax_v: Variant | None, torch_v: Variant | None) -> str:
+    if jax_v is None or torch_v is None or not torch_v.times or not jax_v.times:
+        return "–"
+    median = statistics.median(jax_v.times) / statistics.median(torch_v.times)
+    return f"{median:.2f} ({min(jax_v.times) / min(torch_v.times):.2f})"
+
+
+def gpu_peak() -> float | None:
+    kind = jax.devices()[0].device_kind
+    return next((peak for key, peak in GPU_BF16_PEAK.items() if key in kind), None)
+
+
+def tables(results: dict[str, list[Variant]], shapes: dict, gpu: bool) -> str:
+    torch_labels = ["torch NCHW", "torch channels_last", "torch.compile channels_last"]
+    lines = [
+        "| model | mode | batch | fusionjax ms (median / min) | folded BN | " + " | ".join(torch_labels)
+        + " | fusionjax ÷ NCHW | ÷ channels_last | ÷ compile | folded ÷ channels_last |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    spreads = []
+    for name, variants in results.items():
+        for mode in ("forward", "train"):
+            find = lambda label: next((v for v in variants if v.label == label and v.mode == mode), None)  # noqa: E731
+            jax_v, folded = find("fusionjax"), find("fusionjax folded BN")
+            torch_vs = [find(label) for label in torch_labels]
+            lines.append(
+                f"| {name} | {mode} | {shapes[name][0]} | {fmt_ms(jax_v)} | {fmt_ms(folded)} | "
+                + " | ".join(fmt_ms(v) for v in torch_vs) + " | "
+                + " | ".join(fmt_ratio(jax_v, v) for v in torch_vs) + f" | {fmt_ratio(folded, torch_vs[1])} |"
+            )
+            spreads += [f"{name} {v.mode} {v.label}: max/min {max(v.times) / min(v.times):.1f}"
+                        for v in [jax_v, folded, *torch_vs] if v is not None and v.times
+                        and max(v.times) > 2 * min(v.times)]
+    lines += ["", "Ratios: median ÷ median (min ÷ min); below 1 fusionjax is faster.", "",
+              "CPU time per call (all threads of this process; less distorted by other processes than wall time):",
+              "", "| model | mode | " + " | ".join(["fusionjax", "folded BN", *torch_labels]) + " (min CPU ms) "
+              "| fusionjax ÷ NCHW | ÷ channels_last |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, variants in results.items():
+        for mode in ("forward", "train"):
+            found = [next((v for v in variants if v.label == label and v.mode == mode and v.cpu_times), None)
+                     for label in ["fusionjax", "fusionjax folded BN", *torch_labels]]
+            cells = [f"{1e3 * min(v.cpu_times):.0f}" if v else "–" for v in found]
+            ratios = [f"{min(found[0].cpu_times) / min(v.cpu_times):.2f}" if found[0] and v else "–" for v in found[2:4]]
+            lines.append(f"| {name} | {mode} | " + " | ".join(cells + ratios) + " |")
+    lines += ["",
+              "| model | variant | mode | compile / first call (s) |", "|---|---|---|---|"]
+    for name, variants in results.items():
+        for v in variants:
+            if v.compile_s:
+                lines.append(f"| {name} | {v.label} | {v.mode} | {v.compile_s:.1f} |")
+    if gpu:
+        peak = gpu_peak()
+        lines += ["", "| model | variant | mode | images/s (median) | model TFLOP/s | fraction of bf16 peak |",
+                  "|---|---|---|---|---|---|"]
+        for name, variants in results.items():
+            for v in variants:
+                if v.times:
+                    per_s = shapes[name][0] / statistics.median(v.times)
+                    tflops = f"{v.flops * per_s / shapes[name][0] / 1e12:.0f}" if v.flops else "–"
+                    frac = f"{v.flops * per_s / shapes[name][0] / peak:.2f}" if v.flops and peak else "–"
+                    lines.append(f"| {name} | {v.label} | {v.mode} | {per_s:.0f} | {tflops} | {frac} |")
+    if spreads:
+        lines += ["", "Spread over 2× (distrust these): " + "; ".join(spreads) + "."]
+    return "\n".join(lines)
+
+
+def machine() -> list[str]:
+    import torch
+
+    from fusionjax.torch_compat import import_torchvision
+
+    cpu = platform.processor() or "?"
+    try:
+        cpu = next(line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                   if line.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    device = jax.devices()[0]
+    return [
+        f"- machine: {cpu}, {os.cpu_count()} cores; JAX device: {device.platform} ({device.device_kind})",
+        f"- versions: python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
+        f"optax {optax.__version__}, torch {torch.__version__}, torchvision {import_torchvision().__version__}",
+        f"- environment: XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
+        f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY')}, torch threads {torch.get_num_threads()}",
+    ]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--models", default=",".join(CPU_SHAPES), help="comma-separated, from " + ", ".join(CPU_SHAPES))
+    parser.add_argument("--rounds", type=int, default=7, help="timed calls of every variant (default 7)")
+    parser.add_argument("--warmup", type=int, default=1, help="untimed calls before the rounds (default 1)")
+    parser.add_argument("--quick", action="store_true", help="3 rounds, no torch.compile, nothing appended")
+    parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile (it compiles for minutes)")
+    parser.add_argument("--no-append", action="store_true", help=f"print only; do not append to {RESULTS.name}")
+    parser.add_argument("--jax-only", action="store_true", help="time fusionjax alone (for comparing XLA flags)")
+    parser.add_argument("--note", default="", help="what this run tries, written with its table")
+    args = parser.parse_args(argv)
+    names = [n.strip() for n in args.models.split(",") if n.strip()]
+    unknown = sorted(set(names) - set(CPU_SHAPES))
+    if unknown:
+        parser.error(f"unknown model(s) {unknown}; choose from {', '.join(CPU_SHAPES)}")
+    rounds = 3 if args.quick else args.rounds
+    if rounds < 1:
+        parser.error("--rounds must be at least 1")
+
+    import torch
+
+    gpu = jax.devices()[0].platform == "gpu"
+    if not gpu:
+        torch.set_num_threads(min(2, os.cpu_count() or 1))
+    if gpu and not torch.cuda.is_available():
+        sys.exit("JAX sees a GPU but this torch build has no CUDA: install a CUDA build of torch to compare.")
+    shapes = GPU_SHAPES if gpu else CPU_SHAPES
+    dtype = jnp.bfloat16 if gpu else jnp.float32
+    load_before = os.getloadavg()
+    started = datetime.datetime.now(datetime.timezone.utc)
+    results = {}
+    for name in names:
+        batch, size = shapes[name]
+        print(f"{name}: batch {batch}, {size}×{size}: compiling…", flush=True)
+        variants = jax_variants(name, batch, size, dtype)
+        if not args.jax_only:
+            variants += torch_variants(name, batch, size, gpu, not (args.quick or args.no_torch_compile))
+        time_rounds(variants, rounds, args.warmup)
+        results[name] = variants
+        print(tables({name: variants}, shapes, gpu), flush=True)
+    load_after = os.getloadavg()
+
+    report = "\n".join([
+        f"\n## {started:%Y-%m-%d %H:%M} UTC — {args.note or 'benchmark run'}\n",
+        f"- command: `{' '.join(shlex.quote(a) for a in ['python', '-m', 'benchmarks.compare', *(argv or sys.argv[1:])])}`",
+        *machine(),
+        f"- {rounds} rounds, {args.warmup} warm-up; {'bfloat16 (torch autocast)' if gpu else 'float32'}",
+        "- load average (1, 5, 15 min): before " + ", ".join(f"{v:.2f}" for v in load_before)
+        + "; after " + ", ".join(f"{v:.2f}" for v in load_after),
+        "",
+        tables(results, shapes, gpu),
+        "",
+    ])
+    print(report)
+    if not (args.quick or args.no_append):
+        with RESULTS.open("a") as f:
+            f.write(report)
+        print(f"appended to {RESULTS}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,120 @@
+"""Images/s of the input pipeline (train/data.py) on this machine, printed as a table.
+
+    python benchmarks/input_pipeline.py [--batches 20] [--workers 0 1 2]
+
+Runs the code path real data takes: digits from scikit-learn; CIFAR-10 and Imagenette prepared offline from
+synthetic archives in the original formats (random pixels; ImageNet-sized 500x375 JPEGs), then read through
+``tfds.data_source`` and grain with the standard augmentations. Numbers are host-side only (no model).
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tarfile
+import tempfile
+import time
+from pathlib import Path
+
+import ml_collections
+import numpy as np
+from PIL import Image
+
+from train import data
+
+
+def _write_tar(path: Path, members: dict[str, bytes]) -> None:
+    with tarfile.open(path, "w:gz") as archive:
+        for name, payload in members.items():
+            info = tarfile.TarInfo(name)
+            info.size = len(payload)
+            archive.addfile(info, io.BytesIO(payload))
+
+
+def write_cifar10(manual_dir: Path, num_train: int) -> None:
+    rng = np.random.default_rng(0)
+    folder = "cifar-10-batches-bin"
+
+    def records(count):
+        labels = rng.integers(0, 10, (count, 1), dtype=np.uint8)
+        return np.hstack([labels, rng.integers(0, 256, (count, 3072), dtype=np.uint8)]).tobytes()
+
+    members = {f"{folder}/data_batch_{i}.bin": records(num_train // 5) for i in range(1, 6)}
+    members[f"{folder}/test_batch.bin"] = records(100)
+    members[f"{folder}/batches.meta.txt"] = "".join(f"class{i}\n" for i in range(10)).encode()
+    _write_tar(manual_dir / "cifar-10-binary.tar.gz", members)
+
+
+def write_imagenette(manual_dir: Path, per_class: int) -> None:
+    """Smooth random 500x375 JPEGs (ImageNet's typical size), so decoding costs what real photos cost."""
+    rng = np.random.default_rng(0)
+    from tensorflow_datasets.core import utils
+
+    wnids = utils.tfds_path("image_classification/imagenette_labels.txt").read_text().split()
+    members = {}
+    for split in ("train", "val"):
+        for wnid in wnids:
+            for i in range(per_class):
+                coarse = rng.integers(0, 256, (48, 64, 3), dtype=np.uint8)
+                buffer = io.BytesIO()
+                Image.fromarray(coarse).resize((500, 375), Image.BICUBIC).save(buffer, format="JPEG", quality=90)
+                members[f"imagenette2/{split}/{wnid}/{wnid}_{i}.JPEG"] = buffer.getvalue()
+    _write_tar(manual_dir / "imagenette2.tgz", members)
+
+
+def measure(make_iterator, batches: int) -> tuple[float, float]:
+    """(seconds to the first batch, images/s over up to ``batches`` more batches)."""
+    start = time.perf_counter()
+    iterator = make_iterator()
+    next(iterator)
+    first = time.perf_counter()
+    images = 0
+    for _, batch in zip(range(batches), iterator):
+        images += len(batch["label"])
+    return first - start, images / (time.perf_counter() - first)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--batches", type=int, default=20, help="timed batches per row")
+    parser.add_argument("--workers", type=int, nargs="+", default=[0, 1, 2], help="config.input_workers values")
+    args = parser.parse_args()
+
+    with tempfile.TemporaryDirectory() as tmp:
+        root = Path(tmp)
+        (root / "manual").mkdir()
+        write_cifar10(root / "manual", num_train=5000)
+        write_imagenette(root / "manual", per_class=20)
+        common = dict(data_dir=str(root / "data"), manual_dir=str(root / "manual"), train_split="train")
+        for name in ("digits", "cifar10", "imagenette"):  # prepares the archives: a one-time cost, not timed
+            data.dataset_info(ml_collections.ConfigDict({**common, "dataset": name}))
+        cases = [
+            ("digits", "train", dict(dataset="digits", augment="none", image_size=8), 128),
+            ("cifar10", "train", dict(dataset="cifar10", augment="cifar", image_size=32), 128),
+            ("imagenette", "train", dict(dataset="imagenette", augment="inception", image_size=224), 64),
+            ("imagenette", "eval", dict(dataset="imagenette", augment="none", image_size=224,
+                                        eval_split="validation"), 32),
+        ]
+        print(f"{os.cpu_count()} CPU cores, load average {os.getloadavg()[0]:.1f}; images/s after the first batch "
+              f"(up to {args.batches} batches; eval: one pass over 200 images); start-up = seconds to the first "
+              "batch with workers=0 (CIFAR decodes its 5,000 training images into memory then)")
+        print(f"{'data set':<12}{'pipeline':<10}{'augment':<11}{'batch':>6}{'start-up':>10}" +
+              "".join(f"{f'workers={w}':>12}" for w in args.workers))
+        for name, kind, overrides, batch in cases:
+            results = []
+            for workers in args.workers:
+                config = ml_collections.ConfigDict({**common, **overrides, "input_workers": workers})
+                if kind == "train":
+                    def make_iterator():
+                        return data.train_batches(config, seed=0, global_batch_size=batch)
+                else:
+                    def make_iterator():
+                        return data.eval_batches(config, global_batch_size=batch)
+                results.append(measure(make_iterator, args.batches))
+            print(f"{name:<12}{kind:<10}{overrides['augment']:<11}{batch:>6}{results[0][0]:>10.2f}" +
+                  "".join(f"{rate:>12.0f}" for _, rate in results))
+
+
+if __name__ == "__main__":
+    main()

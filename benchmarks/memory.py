@@ -1,0 +1,122 @@
+"""What a training step keeps for its backward pass: DenseNet-121 with and without ``memory_efficient``, ResNet-50.
+
+    python -m benchmarks.memory                 # traced residuals per image, and compiled temp memory; appends
+    python -m benchmarks.memory --no-compile    # traced residuals only (seconds, nothing runs)
+
+Two measures, because they disagree on XLA:CPU:
+- traced residuals: the arrays ``jax.vjp`` saves from the forward pass for the backward pass (what
+  ``jax.ad_checkpoint.print_saved_residuals`` lists), excluding the step's own inputs (parameters and images,
+  kept anyway), summed in bytes, per image (the difference between batch 2 and batch 1). This is what
+  ``nn.remat`` changes by construction.
+- compiled temp memory: ``jit(grad).lower(...).compile().memory_analysis().temp_size_in_bytes``, the scratch the
+  compiled program allocates. XLA may undo rematerialization (common-subexpression elimination merges the
+  recomputed values back), in which case the traced saving does not reach the program.
+"""
+
+import argparse
+import datetime
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+
+import fusionjax
+
+RESULTS = Path(__file__).with_name("RESULTS.md")
+CASES = {  # label -> (model name, overrides)
+    "densenet121": ("densenet121", {}),
+    "densenet121 memory_efficient": ("densenet121", {"memory_efficient": True}),
+    "resnet50": ("resnet50", {}),
+}
+
+
+def loss_fn(model):
+    """Training-mode loss of (params, batch_stats, images): what the backward pass differentiates."""
+
+    def loss(params, batch_stats, images):
+        logits, _ = model.apply(
+            {"params": params, "batch_stats": batch_stats}, images, train=True, mutable=["batch_stats"]
+        )
+        return jax.nn.logsumexp(logits, axis=-1).mean()
+
+    return loss
+
+
+def residual_bytes(model, batch: int, size: int) -> int:
+    """Bytes of the distinct arrays the VJP saves for the backward pass, the step's inputs excluded."""
+    images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    closed, _ = jax.make_jaxpr(lambda *args: jax.vjp(loss_fn(model), *args), return_shape=True)(
+        variables["params"], variables["batch_stats"], images
+    )
+    jaxpr = closed.jaxpr
+    num_outputs = 1  # the loss; every later output of the traced function is a residual of vjp's closure
+    inputs = set(jaxpr.invars)
+    saved = {v for v in jaxpr.outvars[num_outputs:] if not hasattr(v, "val") and v not in inputs}
+    return sum(v.aval.size * v.aval.dtype.itemsize for v in saved)
+
+
+def compiled_temp_bytes(model, batch: int, size: int) -> int:
+    images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
+    variables = jax.eval_shape(model.init, jax.random.key(0), images)
+    grad = jax.jit(jax.grad(loss_fn(model)))
+    compiled = grad.lower(variables["params"], variables["batch_stats"], images).compile()
+    return compiled.memory_analysis().temp_size_in_bytes
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", type=int, default=224, help="square input size (default 224)")
+    parser.add_argument("--compile-batch", type=int, default=4, help="batch of the compiled step (default 4)")
+    parser.add_argument("--no-compile", action="store_true", help="traced residuals only")
+    parser.add_argument("--no-append", action="store_true", help=f"print only; do not append to {RESULTS.name}")
+    args = parser.parse_args(argv)
+
+    started = datetime.datetime.now(datetime.timezone.utc)
+    rows, per_image, temp = [], {}, {}
+    for label, (name, overrides) in CASES.items():
+        model = fusionjax.create_model(name, **overrides)
+        start = time.perf_counter()
+        per_image[label] = residual_bytes(model, 2, args.size) - residual_bytes(model, 1, args.size)
+        traced_s = time.perf_counter() - start
+        if not args.no_compile:
+            start = time.perf_counter()
+            temp[label] = compiled_temp_bytes(model, args.compile_batch, args.size)
+            print(f"{label}: compiled in {time.perf_counter() - start:.0f} s", flush=True)
+        print(f"{label}: {per_image[label] / 2**20:.1f} MiB of residuals per image (traced in {traced_s:.0f} s)",
+              flush=True)
+
+    dense, lean, resnet = (per_image[k] for k in CASES)
+    compile_header = f" | compiled temp, batch {args.compile_batch} (MiB)" if temp else ""
+    rows = [f"| model | traced residuals per image (MiB) | ÷ densenet121{compile_header} |",
+            "|---|---|---|" + ("---|" if temp else "")]
+    for label in CASES:
+        compiled = f" | {temp[label] / 2**20:.1f}" if temp else ""
+        rows.append(f"| {label} | {per_image[label] / 2**20:.1f} | {per_image[label] / dense:.2f}{compiled} |")
+    verdicts = [
+        f"- memory_efficient ÷ plain (traced): {lean / dense:.2f} (goal ≤ 0.50: {'met' if lean <= 0.5 * dense else 'NOT met'})",
+        f"- densenet121 memory_efficient ÷ resnet50 (traced): {lean / resnet:.2f}; plain densenet121 ÷ resnet50: "
+        f"{dense / resnet:.2f} (goal ≤ 1: {'met' if min(lean, dense) <= resnet else 'NOT met'})",
+    ]
+    if temp:
+        ratio = temp["densenet121 memory_efficient"] / temp["densenet121"]
+        verdicts.append(f"- compiled temp memory, memory_efficient ÷ plain: {ratio:.2f}"
+                        + (" — XLA:CPU compiled the rematerialization away" if ratio > 0.9 else ""))
+    command = " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.memory", *(argv or sys.argv[1:])])
+    report = "\n".join([
+        f"\n## {started:%Y-%m-%d %H:%M} UTC — DenseNet memory (benchmarks/memory.py)\n",
+        f"- command: `{command}`; input {args.size}×{args.size}, float32, jax {jax.__version__} on "
+        f"{jax.devices()[0].platform}",
+        "", *rows, "", *verdicts, "",
+    ])
+    print(report)
+    if not args.no_append:
+        with RESULTS.open("a") as f:
+            f.write(report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,1 @@
+"""Training configs for ``fusionjax-train --config configs/NAME.py``; shared defaults live in ``common.py``."""

@@ -1,0 +1,7 @@
+"""WRN-28-10 on CIFAR-100: Zagoruyko & Komodakis 2016, Table 4 (20.50% error without dropout); same recipe."""
+
+from configs import cifar10_wrn28_10
+
+
+def get_config():
+    return cifar10_wrn28_10.get_config("cifar100")

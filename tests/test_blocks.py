@@ -1,0 +1,235 @@
+"""Blocks against PyTorch/torchvision block by block (a mismatch names its block), and their options."""
+
+import functools
+
+import chex
+import flax
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from jax._src.ad_checkpoint import saved_residuals
+
+from fusionjax import blocks
+from fusionjax.layers import GroupNorm
+
+torch = pytest.importorskip("torch")
+from fusionjax.torch_compat import import_torchvision  # noqa: E402
+
+tv = import_torchvision()
+torch.manual_seed(0)
+
+# torch submodule names that differ from fusionjax's
+_RENAMES = {"downsample.0": "downsample_conv", "downsample.1": "downsample_bn"}
+
+
+def _randomize(module):
+    """Random BN/GN affine parameters and running statistics, so normalization is not the identity."""
+    for m in module.modules():
+        if isinstance(m, (torch.nn.BatchNorm2d, torch.nn.GroupNorm)):
+            torch.nn.init.uniform_(m.weight, 0.5, 1.5)
+            torch.nn.init.normal_(m.bias, 0.0, 0.1)
+        if isinstance(m, torch.nn.BatchNorm2d):
+            m.running_mean.normal_(0.0, 0.1)
+            m.running_var.uniform_(0.5, 1.5)
+    return module
+
+
+def _to_flax(module) -> dict:
+    """fusionjax variables holding a torch block's weights: OIHW→HWIO kernels, BN weight→scale, running stats."""
+    variables = {"params": {}, "batch_stats": {}}
+    for key, value in module.state_dict().items():
+        path, leaf = key.rsplit(".", 1)
+        for old, new in _RENAMES.items():
+            path = path.replace(old, new)
+        value = value.detach().numpy()
+        if leaf == "num_batches_tracked":
+            continue
+        if leaf in ("running_mean", "running_var"):
+            collection, leaf = "batch_stats", {"running_mean": "mean", "running_var": "var"}[leaf]
+        elif leaf == "weight":
+            collection, leaf = "params", "kernel" if value.ndim == 4 else "scale"
+            value = value.transpose(2, 3, 1, 0) if value.ndim == 4 else value
+        else:
+            collection = "params"
+        node = variables[collection]
+        for part in path.split("."):
+            node = node.setdefault(part, {})
+        node[leaf] = jnp.asarray(value)
+    return variables
+
+
+def _check_parity(torch_module, flax_module, x_nhwc, train: bool, rtol=1e-5, atol=1e-5):
+    torch_module.train(train)
+    with torch.no_grad():
+        expected = torch_module(torch.from_numpy(np.array(x_nhwc).transpose(0, 3, 1, 2))).numpy()
+    variables = _to_flax(torch_module)
+    apply = jax.jit(functools.partial(flax_module.apply, train=train, mutable=["batch_stats"]))
+    out, _ = apply(variables, x_nhwc)
+    np.testing.assert_allclose(np.asarray(out).transpose(0, 3, 1, 2), expected, rtol=rtol, atol=atol)
+    return variables
+
+
+def _init(module, x):
+    return jax.jit(module.init)(jax.random.key(0), x)
+
+
+def _apply(module, variables, x, **kwargs):
+    """Jitted apply (eager Flax compiles every op on its own: minutes instead of seconds on this CPU)."""
+    return jax.jit(functools.partial(module.apply, **kwargs))(variables, x)
+
+
+def _x(shape, seed=0):
+    return jax.random.normal(jax.random.key(seed), shape, jnp.float32)
+
+
+def _downsample(inplanes, outplanes, stride):
+    return torch.nn.Sequential(torch.nn.Conv2d(inplanes, outplanes, 1, stride, bias=False), torch.nn.BatchNorm2d(outplanes))
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_basic_block_matches_torchvision(train):
+    x = _x((2, 9, 9, 16))  # odd size: PyTorch's symmetric padding at stride 2
+    reference = _randomize(tv.models.resnet.BasicBlock(16, 32, stride=2, downsample=_downsample(16, 32, 2)))
+    _check_parity(reference, blocks.BasicBlock(32, strides=2), x, train)
+    _check_parity(_randomize(tv.models.resnet.BasicBlock(16, 16)), blocks.BasicBlock(16), x, train)
+
+
+@pytest.mark.parametrize("train", [False, True])
+def test_resnext_bottleneck_matches_torchvision(train):
+    x = _x((2, 9, 9, 32))
+    reference = tv.models.resnet.Bottleneck(32, 16, stride=2, downsample=_downsample(32, 64, 2), groups=4, base_width=8)
+    _check_parity(_randomize(reference), blocks.Bottleneck(16, strides=2, groups=4, base_width=8), x, train)
+
+
+def test_basic_block_with_group_norm_matches_torchvision():
+    x = _x((2, 8, 8, 64))
+    group_norm = lambda channels: torch.nn.GroupNorm(32, channels)  # noqa: E731
+    reference = _randomize(tv.models.resnet.BasicBlock(64, 64, norm_layer=group_norm))
+    variables = _check_parity(reference, blocks.BasicBlock(64, norm=GroupNorm), x, train=True)
+    assert not variables["batch_stats"]
+
+
+@pytest.mark.parametrize("memory_efficient", [False, True])
+def test_dense_layer_and_transition_match_torchvision(memory_efficient):
+    x = _x((2, 7, 7, 24))
+    reference = tv.models.densenet._DenseLayer(24, growth_rate=12, bn_size=4, drop_rate=0.0)
+    layer = blocks.DenseLayer(12, bn_size=4, memory_efficient=memory_efficient)
+    for train in (False, True):
+        _check_parity(_randomize(reference), layer, x, train)
+    transition = _randomize(tv.models.densenet._Transition(24, 12))
+    _check_parity(transition, blocks.Transition(compression=0.5), x, train=False)
+
+
+def test_dense_block_matches_torchvision_and_grows_by_k_per_layer():
+    x = _x((2, 6, 6, 16))
+    reference = _randomize(tv.models.densenet._DenseBlock(3, 16, bn_size=4, growth_rate=8, drop_rate=0.0))
+    reference.train(False)
+    with torch.no_grad():
+        expected = reference(torch.from_numpy(np.array(x).transpose(0, 3, 1, 2))).numpy()
+    out = jax.jit(blocks.DenseBlock(3, 8).apply)(_to_flax(reference), x)
+    chex.assert_shape(out, (2, 6, 6, 16 + 3 * 8))
+    np.testing.assert_allclose(np.asarray(out).transpose(0, 3, 1, 2), expected, rtol=1e-5, atol=1e-5)
+
+
+def test_squeeze_excite_matches_numpy():
+    x = _x((2, 4, 4, 32))
+    se = blocks.SqueezeExcite(reduction=8)
+    params = _init(se, x)["params"]
+    pooled = np.asarray(x).mean(axis=(1, 2))
+    hidden = np.maximum(pooled @ params["fc1"]["kernel"] + params["fc1"]["bias"], 0)
+    gates = 1 / (1 + np.exp(-(hidden @ params["fc2"]["kernel"] + params["fc2"]["bias"])))
+    np.testing.assert_allclose(_apply(se, {"params": params}, x), np.asarray(x) * gates[:, None, None, :], rtol=1e-5)
+
+
+@pytest.mark.parametrize(
+    "block,expected",
+    [
+        (blocks.BasicBlock(16, zero_init_last=True), lambda x: np.maximum(x, 0)),
+        (blocks.Bottleneck(4, zero_init_last=True), lambda x: np.maximum(x, 0)),
+        (blocks.PreActBasicBlock(16, zero_init_last=True), lambda x: x),
+        (blocks.PreActBottleneck(4, zero_init_last=True), lambda x: x),
+        (blocks.HybridBlock(16, growth_rate=4, zero_init_last=True), lambda x: np.maximum(x, 0)),
+        (blocks.DenseLayer(4, zero_init_last=True), lambda x: np.zeros(x.shape[:3] + (4,), np.float32)),
+    ],
+    ids=["basic", "bottleneck", "preact_basic", "preact_bottleneck", "hybrid", "dense_layer"],
+)
+def test_zero_init_last_starts_as_identity(block, expected):
+    x = _x((2, 5, 5, 16))
+    out, _ = _apply(block, _init(block, x), x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(out, expected(np.asarray(x)), rtol=1e-6, atol=1e-6)
+
+
+def test_drop_path_drops_whole_branches_per_example():
+    x = _x((64, 4, 4, 8))
+    rate = 0.5
+    kept = blocks.PreActBasicBlock(8)
+    variables = _init(kept, x)
+    full, _ = _apply(kept, variables, x, train=True, mutable=["batch_stats"])
+    branch = np.asarray(full) - np.asarray(x)  # pre-activation block: out = x + branch
+    dropped = blocks.PreActBasicBlock(8, drop_path=rate)
+    out, _ = _apply(dropped, variables, x, train=True, mutable=["batch_stats"], rngs={"dropout": jax.random.key(3)})
+    out = np.asarray(out)
+    is_kept = np.array([np.allclose(o, xi + b / (1 - rate), atol=1e-5) for o, xi, b in zip(out, np.asarray(x), branch)])
+    is_dropped = np.array([np.allclose(o, xi, atol=1e-6) for o, xi in zip(out, np.asarray(x))])
+    assert np.all(is_kept ^ is_dropped)
+    assert 16 <= is_dropped.sum() <= 48  # Binomial(64, 0.5): outside this range with probability < 1e-4
+    np.testing.assert_allclose(_apply(dropped, variables, x), _apply(kept, variables, x))
+
+
+def test_zero_pad_shortcut_is_option_a():
+    """He et al.'s option A: subsample by the stride and zero-pad channels; no parameters."""
+    x = _x((1, 6, 6, 4))
+    block = blocks.BasicBlock(8, strides=2, shortcut="zero_pad", zero_init_last=True)
+    variables = _init(block, x)
+    assert "downsample_conv" not in variables["params"]
+    out, _ = _apply(block, variables, x, train=True, mutable=["batch_stats"])
+    expected = np.pad(np.asarray(x)[:, ::2, ::2, :], ((0, 0), (0, 0), (0, 0), (2, 2)))
+    np.testing.assert_allclose(out, np.maximum(expected, 0), atol=1e-6)
+
+
+def test_plain_block_refuses_options_that_need_a_shortcut():
+    with pytest.raises(ValueError, match="no shortcut"):
+        jax.eval_shape(blocks.PlainBlock(8, drop_path=0.1).init, jax.random.key(0), _x((1, 4, 4, 8)))
+
+
+def _residual_bytes(fn, *args) -> int:
+    """Bytes the backward pass keeps from the forward, not counting the function's own arguments."""
+    return sum(a.size * a.dtype.itemsize for a, why in saved_residuals(fn, *args) if "from the argument" not in why)
+
+
+def test_memory_efficient_dense_block_same_numbers_fewer_saved_bytes():
+    x = _x((2, 8, 8, 24))
+    plain, efficient = blocks.DenseBlock(6, 12), blocks.DenseBlock(6, 12, memory_efficient=True)
+    variables = _init(plain, x)
+
+    def loss(module, params, x):
+        out, _ = module.apply({**variables, "params": params}, x, train=True, mutable=["batch_stats"])
+        return jnp.sum(out**2)
+
+    grads = [jax.jit(jax.grad(functools.partial(loss, m), argnums=(0, 1)))(variables["params"], x)
+             for m in (plain, efficient)]
+    chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(_apply(plain, variables, x), _apply(efficient, variables, x))
+    saved = [_residual_bytes(functools.partial(loss, m), variables["params"], x) for m in (plain, efficient)]
+    # Without remat each layer keeps its concatenated input's normalized copy and its 4k-wide bottleneck output;
+    # with it, only the narrow per-layer outputs (which the concatenation needs anyway).
+    assert saved[1] <= 0.5 * saved[0], saved
+    # Linear, not quadratic, growth: doubling the layers at most ~doubles what memory_efficient keeps.
+    deeper = blocks.DenseBlock(12, 12, memory_efficient=True)
+    deeper_vars = jax.eval_shape(deeper.init, jax.random.key(0), x)
+    deeper_saved = _residual_bytes(
+        lambda v, x: jnp.sum(deeper.apply(v, x, train=True, mutable=["batch_stats"])[0]),
+        jax.tree_util.tree_map(lambda s: jnp.zeros(s.shape, s.dtype), deeper_vars), x)
+    assert deeper_saved <= 2.2 * saved[1], (deeper_saved, saved[1])
+
+
+def test_hybrid_block_concats_inside_and_adds_outside():
+    x = _x((2, 6, 6, 16))
+    block = blocks.HybridBlock(16, growth_rate=4, num_layers=3)
+    variables = jax.eval_shape(block.init, jax.random.key(0), x)
+    assert variables["params"]["fuse_conv"]["kernel"].shape == (1, 1, 3 * 4, 16)  # the concat of 3 new maps
+    assert "denselayer3" in variables["params"] and "downsample_conv" not in variables["params"]
+    strided = blocks.HybridBlock(32, strides=2, growth_rate=4)
+    out = _apply(strided, _init(strided, x), x)
+    chex.assert_shape(out, (2, 3, 3, 32))

@@ -1,0 +1,1 @@
+"""tensorflow-datasets access without TensorFlow: reading prepared array_record data, preparing CIFAR offline."""

@@ -1,0 +1,117 @@
+"""Metrics to TensorBoard event files and ``metrics.jsonl`` in the workdir, and PNG curves from that file."""
+
+import json
+import math
+import sys
+from pathlib import Path
+
+METRICS_FILE = "metrics.jsonl"
+PLOT_FILE = "curves.png"
+
+
+def _summary_writer_class():
+    """tensorboardX's SummaryWriter, imported without torch.
+
+    tensorboardX imports torch, when installed, only to recognise torch tensors, which the trainer never logs;
+    on 2 CPU cores that import costs ≈10 s of every run's start. Hiding torch for the import skips it.
+    """
+    if "torch" in sys.modules:
+        from tensorboardX import SummaryWriter
+
+        return SummaryWriter
+    sys.modules["torch"] = None  # makes `import torch` raise ImportError, which tensorboardX handles
+    try:
+        from tensorboardX import SummaryWriter
+    finally:
+        del sys.modules["torch"]
+    return SummaryWriter
+
+
+class MetricWriter:
+    """Appends ``{"step", "split", **scalars}`` lines to ``metrics.jsonl`` and the same scalars to TensorBoard.
+
+    A resumed run appends after the killed run's lines; readers keep the last record of each (split, step).
+    Only process 0 writes.
+    """
+
+    def __init__(self, workdir: Path, enabled: bool = True):
+        self.path = Path(workdir) / METRICS_FILE
+        self.enabled = enabled
+        self._tensorboard = None
+        if enabled:
+            self._tensorboard = _summary_writer_class()(str(Path(workdir) / "tensorboard"))
+
+    def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
+        if not self.enabled:
+            return
+        scalars = {k: float(v) for k, v in scalars.items()}
+        with self.path.open("a") as f:
+            f.write(json.dumps({"step": int(step), "split": split, **scalars}) + "\n")
+        for name, value in scalars.items():
+            self._tensorboard.add_scalar(f"{split}/{name}", value, int(step))
+        self._tensorboard.flush()
+
+    def close(self) -> None:
+        if self._tensorboard is not None:
+            self._tensorboard.close()
+
+
+def read_metrics(workdir: Path) -> dict[str, dict[int, dict[str, float]]]:
+    """``{split: {step: scalars}}`` from ``metrics.jsonl``; a later line for the same (split, step) wins."""
+    path = Path(workdir) / METRICS_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} does not exist: is {workdir} the --workdir of a fusionjax-train run?")
+    runs: dict[str, dict[int, dict[str, float]]] = {}
+    for line in path.read_text().splitlines():
+        if not line.strip():
+            continue
+        record = json.loads(line)
+        step, split = record.pop("step"), record.pop("split")
+        runs.setdefault(split, {})[step] = record
+    return runs
+
+
+_PANELS = (  # (title, metric, log scale)
+    ("loss", "loss", True),
+    ("top-1 accuracy", "top1", False),
+    ("learning rate", "learning_rate", False),
+    ("images/s", "images_per_sec", False),
+)
+
+
+def plot_curves(workdir: Path) -> Path:
+    """Write ``curves.png`` (loss, top-1, learning rate, throughput against step) into ``workdir``."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    runs = read_metrics(workdir)
+    figure, axes = plt.subplots(2, 2, figsize=(11, 7))
+    for ax, (title, metric, log_scale) in zip(axes.flat, _PANELS):
+        for split, records in sorted(runs.items()):
+            points = sorted((s, r[metric]) for s, r in records.items() if metric in r and math.isfinite(r[metric]))
+            if points:
+                steps, values = zip(*points)
+                ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=split)
+        if metric == "images_per_sec":
+            ax.set_title("images/s (train: solid; input pipeline: dashed)")
+            for split, records in runs.items():
+                points = sorted((s, r["input_images_per_sec"]) for s, r in records.items()
+                                if "input_images_per_sec" in r)
+                if points:
+                    ax.plot(*zip(*points), linestyle="--", label=f"{split} input")
+        else:
+            ax.set_title(title)
+        if log_scale and ax.lines:
+            ax.set_yscale("log")
+        ax.set_xlabel("step")
+        if ax.lines:
+            ax.legend(fontsize="small")
+        ax.grid(alpha=0.3)
+    figure.suptitle(str(workdir))
+    figure.tight_layout()
+    path = Path(workdir) / PLOT_FILE
+    figure.savefig(path, dpi=100)
+    plt.close(figure)
+    return path
