@@ -10,4 +10,14 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ModelSpec", "UnknownModelError", "blocks", "create_model", "fusion", "get_model_spec", "layers", "list_models",
+    "load_pretrained",
 ]
+
+
+def __getattr__(name: str):
+    # Loaded on first use so that `import fusionjax` does not pull in the converter's dependencies.
+    if name == "load_pretrained":
+        from fusionjax.convert import load_pretrained
+
+        return load_pretrained
+    raise AttributeError(f"module 'fusionjax' has no attribute {name!r}")

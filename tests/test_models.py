@@ -1,6 +1,8 @@
 """Every registered model: shapes, parameter counts against torchvision and the papers, a jitted train step."""
 
 import functools
+import subprocess
+import sys
 import math
 
 import chex
@@ -180,5 +182,11 @@ def test_flax_nnx_users_can_wrap_any_model():
     }
     np.testing.assert_allclose(wrapped(x), jax.jit(model.apply)(variables, x), rtol=1e-6, atol=1e-6)
     before = variables["batch_stats"]["bn1"]["mean"]
-    wrapped(x, train=True)
+    wrapped(x, train=True, mutable=["batch_stats"])
     assert not np.allclose(nnx.to_pure_dict(nnx.state(wrapped, nnx.BatchStat))["bn1"]["mean"], before)
+
+
+def test_import_stays_light():
+    code = "import sys, fusionjax; print(sorted(m for m in ('torch', 'torchvision', 'tensorflow') if m in sys.modules))"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"

@@ -54,23 +54,25 @@ def _register(name: str, build, *, source: str, cifar: bool = False, torchvision
 
 
 # ImageNet, exactly torchvision's (torchvision.models.resnet / densenet, v0.28).
-_IMAGENET_RESNETS = {
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
-    "resnet101": (Bottleneck, (3, 4, 23, 3)),
-    "resnet152": (Bottleneck, (3, 8, 36, 3)),
-    "resnext50_32x4d": (partial(Bottleneck, groups=32, base_width=4), (3, 4, 6, 3)),
-    "resnext101_32x8d": (partial(Bottleneck, groups=32, base_width=8), (3, 4, 23, 3)),
-    "resnext101_64x4d": (partial(Bottleneck, groups=64, base_width=4), (3, 4, 23, 3)),
-    "wide_resnet50_2": (partial(Bottleneck, base_width=128), (3, 4, 6, 3)),
-    "wide_resnet101_2": (partial(Bottleneck, base_width=128), (3, 4, 23, 3)),
+_RESNET, _RESNEXT, _WIDE = (
+    "He et al. 2016, Table 1; torchvision",
+    "Xie et al. 2017, Table 1; torchvision",
+    "Zagoruyko & Komodakis 2016 (bottleneck ×2 wide); torchvision",
+)
+_IMAGENET_RESNETS = {  # block, blocks per stage, source
+    "resnet18": (BasicBlock, (2, 2, 2, 2), _RESNET),
+    "resnet34": (BasicBlock, (3, 4, 6, 3), _RESNET),
+    "resnet50": (Bottleneck, (3, 4, 6, 3), _RESNET),
+    "resnet101": (Bottleneck, (3, 4, 23, 3), _RESNET),
+    "resnet152": (Bottleneck, (3, 8, 36, 3), _RESNET),
+    "resnext50_32x4d": (partial(Bottleneck, groups=32, base_width=4), (3, 4, 6, 3), _RESNEXT),
+    "resnext101_32x8d": (partial(Bottleneck, groups=32, base_width=8), (3, 4, 23, 3), _RESNEXT),
+    "resnext101_64x4d": (partial(Bottleneck, groups=64, base_width=4), (3, 4, 23, 3), _RESNEXT),
+    "wide_resnet50_2": (partial(Bottleneck, base_width=128), (3, 4, 6, 3), _WIDE),
+    "wide_resnet101_2": (partial(Bottleneck, base_width=128), (3, 4, 23, 3), _WIDE),
 }
-for _name, (_block, _sizes) in _IMAGENET_RESNETS.items():
-    _register(
-        _name, partial(ResNet, stage_sizes=_sizes, block=_block), torchvision=True,
-        source="He et al. 2016 (ResNet), Xie et al. 2017 (ResNeXt), Zagoruyko & Komodakis 2016 (Wide); torchvision",
-    )
+for _name, (_block, _sizes, _source) in _IMAGENET_RESNETS.items():
+    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block), torchvision=True, source=_source)
 
 _IMAGENET_DENSENETS = {  # growth rate, block config, stem width
     "densenet121": (32, (6, 12, 24, 16), 64),
