@@ -1,6 +1,12 @@
-"""Input checks shared by the model families."""
+"""What every model family shares: its options, the input check and the classification head."""
 
+from typing import Callable
+
+import flax.linen as nn
 import jax
+import jax.numpy as jnp
+
+from fusionjax.layers import BatchNorm, Conv2d, Dtype, ModuleDef, global_avg_pool
 
 
 def check_image_batch(x: jax.Array, in_channels: int, model: str) -> None:
@@ -19,3 +25,27 @@ def check_image_batch(x: jax.Array, in_channels: int, model: str) -> None:
             f"{model} expects {in_channels} input channels in the last axis (NHWC), got shape {shape}. "
             f"Pass in_channels={shape[-1]} to create_model for other inputs."
         )
+
+
+class Classifier(nn.Module):
+    """Options shared by ResNet and DenseNet, and their head (global average pool → linear, float32 logits).
+
+    ``drop_path`` is the stochastic-depth rate of the deepest block; it rises linearly from 0 at the first.
+    """
+
+    num_classes: int = 1000
+    in_channels: int = 3
+    drop_path: float = 0.0
+    zero_init_last: bool = False
+    conv: ModuleDef = Conv2d
+    norm: ModuleDef = BatchNorm
+    act: Callable = nn.relu
+    dtype: Dtype = jnp.float32
+
+    def _drop_path_rates(self, num_blocks: int) -> list[float]:
+        return [self.drop_path * i / max(num_blocks - 1, 1) for i in range(num_blocks)]
+
+    def _head(self, x: jax.Array, outputs: dict, features: bool, name: str):
+        outputs["pooled"] = x = global_avg_pool(x)
+        outputs["logits"] = logits = nn.Dense(self.num_classes, dtype=self.dtype, name=name)(x).astype(jnp.float32)
+        return outputs if features else logits

@@ -1,17 +1,16 @@
 """DenseNet (Huang et al. 2017): torchvision's ImageNet DenseNet-121/161/169/201 and the CIFAR DenseNet-BC."""
 
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
 from fusionjax.blocks import DenseBlock, Transition
-from fusionjax.layers import BatchNorm, Conv2d, Dtype, ModuleDef, global_avg_pool, max_pool
-from fusionjax.models.common import check_image_batch
+from fusionjax.layers import max_pool
+from fusionjax.models.common import Classifier, check_image_batch
 
 
-class DenseNet(nn.Module):
+class DenseNet(Classifier):
     """Stem → dense blocks joined by transitions (compression θ) → norm→act → global pool → linear.
 
     ``stem='imagenet'``: 7×7/2 conv, norm, act, 3×3/2 max pool (torchvision's ``features.conv0…pool0``);
@@ -28,14 +27,6 @@ class DenseNet(nn.Module):
     drop_rate: float = 0.0
     memory_efficient: bool = False
     stem: Literal["imagenet", "cifar"] = "imagenet"
-    num_classes: int = 1000
-    in_channels: int = 3
-    drop_path: float = 0.0
-    zero_init_last: bool = False
-    conv: ModuleDef = Conv2d
-    norm: ModuleDef = BatchNorm
-    act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
@@ -50,8 +41,7 @@ class DenseNet(nn.Module):
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
         outputs["stem"] = x
 
-        num_layers = sum(self.block_config)
-        rates = [self.drop_path * i / max(num_layers - 1, 1) for i in range(num_layers)]
+        rates = self._drop_path_rates(sum(self.block_config))
         first = 0
         for i, size in enumerate(self.block_config):
             x = DenseBlock(
@@ -66,8 +56,4 @@ class DenseNet(nn.Module):
                     x, train
                 )
         x = self.act(self.norm(dtype=self.dtype, name="norm5")(x, train))
-        x = global_avg_pool(x)
-        outputs["pooled"] = x
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="classifier")(x).astype(jnp.float32)
-        outputs["logits"] = logits
-        return outputs if features else logits
+        return self._head(x, outputs, features, name="classifier")

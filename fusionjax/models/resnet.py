@@ -5,45 +5,35 @@ CIFAR networks of He et al. 2016 §4.2, Zagoruyko & Komodakis 2016 and Xie et al
 """
 
 import functools
-from typing import Callable, Literal, Sequence
+from typing import Literal, Sequence
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 
-from fusionjax.blocks import ResidualBlock
-from fusionjax.layers import BatchNorm, Conv2d, Dtype, ModuleDef, global_avg_pool, max_pool
-from fusionjax.models.common import check_image_batch
+from fusionjax.blocks import Bottleneck, ResidualBlock
+from fusionjax.layers import ModuleDef, max_pool
+from fusionjax.models.common import Classifier, check_image_batch
 
 
 def _block_class(block: ModuleDef) -> type[ResidualBlock]:
     return block.func if isinstance(block, functools.partial) else block
 
 
-class ResNet(nn.Module):
+class ResNet(Classifier):
     """Stem → stages of residual blocks (the first block of stages 2+ strides by 2) → global pool → linear.
 
     ``stem='imagenet'`` is a 7×7/2 conv and a 3×3/2 max pool (input /4); ``stem='cifar'`` a 3×3/1 conv.
     With pre-activation blocks the stem has no norm and a final norm→act follows the last stage.
-    ``drop_path`` is the stochastic-depth rate of the last block; it rises linearly from 0 at the first.
     ``__call__(x, train, features=True)`` returns a dict of the stem's, every stage's, the pooled and the
     logits' outputs, for backbones (FPN) and for layer-by-layer comparisons.
     """
 
-    stage_sizes: Sequence[int]
-    block: ModuleDef
+    stage_sizes: Sequence[int] = (3, 4, 6, 3)
+    block: ModuleDef = Bottleneck
     stage_widths: Sequence[int] = (64, 128, 256, 512)
     stem: Literal["imagenet", "cifar"] = "imagenet"
     stem_width: int = 64
     shortcut: Literal["projection", "zero_pad"] = "projection"
-    num_classes: int = 1000
-    in_channels: int = 3
-    drop_path: float = 0.0
-    zero_init_last: bool = False
-    conv: ModuleDef = Conv2d
-    norm: ModuleDef = BatchNorm
-    act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
@@ -62,15 +52,14 @@ class ResNet(nn.Module):
             x = max_pool(x)
         outputs["stem"] = x
 
-        num_blocks = sum(self.stage_sizes)
-        index = 0
+        rates = iter(self._drop_path_rates(sum(self.stage_sizes)))
         for stage, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths, strict=True)):
             for j in range(size):
                 x = self.block(
                     width,
                     strides=2 if stage > 0 and j == 0 else 1,
                     shortcut=self.shortcut,
-                    drop_path=self.drop_path * index / max(num_blocks - 1, 1),
+                    drop_path=next(rates),
                     zero_init_last=self.zero_init_last,
                     conv=self.conv,
                     norm=self.norm,
@@ -78,12 +67,7 @@ class ResNet(nn.Module):
                     dtype=self.dtype,
                     name=f"layer{stage + 1}_{j}",
                 )(x, train)
-                index += 1
             outputs[f"stage{stage + 1}"] = x
         if preactivated:
             x = self.act(self.norm(dtype=self.dtype, name="final_bn")(x, train))
-        x = global_avg_pool(x)
-        outputs["pooled"] = x
-        logits = nn.Dense(self.num_classes, dtype=self.dtype, name="fc")(x).astype(jnp.float32)
-        outputs["logits"] = logits
-        return outputs if features else logits
+        return self._head(x, outputs, features, name="fc")
