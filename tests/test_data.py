@@ -171,6 +171,16 @@ def test_unknown_split_names_the_existing_ones(cifar10_archive):
         data.eval_batches(make_config(**{**cifar10_archive[0], "eval_split": "validation"}), global_batch_size=4)
 
 
+def test_tfds_split_slices_carve_a_held_out_set_from_train(cifar10_archive):
+    config, written = cifar10_archive
+    config = make_config(**{**config, "train_split": "train[:15]", "eval_split": "train[15:]"})
+    assert data.dataset_info(config).num_train == 15 and data.dataset_info(config).num_eval == 8
+    train = next(data.train_batches(config, seed=0, global_batch_size=15))
+    held_out = next(data.eval_batches(config, global_batch_size=8))
+    rows = [match_rows(denormalize("cifar10", batch["image"]), written["train"][0]) for batch in (train, held_out)]
+    assert sorted(np.concatenate(rows)) == list(range(23))  # disjoint, and together the whole train split
+
+
 def test_training_order_is_a_fresh_permutation_every_epoch(cifar10_archive):
     config, written = cifar10_archive
     train_images, train_labels = written["train"]

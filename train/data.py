@@ -77,7 +77,7 @@ DATASETS = tuple(_SPECS)
 
 
 class UnknownDatasetError(ValueError):
-    pass
+    """config.dataset names no data set this pipeline knows."""
 
 
 class DataNotFoundError(FileNotFoundError):
