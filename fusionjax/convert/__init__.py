@@ -12,7 +12,7 @@ torch and torchvision are imported only inside the functions that need them.
 
 from fusionjax.convert.checkpoint import load_pretrained, write_converted
 from fusionjax.convert.cli import main
-from fusionjax.convert.compare import Comparison, StageError, compare, torchvision_model
+from fusionjax.convert.crosscheck import Comparison, StageError, compare, torchvision_model
 from fusionjax.convert.core import from_torchvision, to_torchvision
 from fusionjax.convert.keys import KEY_TABLE, ConversionError, ConversionReport, ConversionWarning
 from fusionjax.convert.pretrained import cache_dir, pretrained_variables, torchvision_weights

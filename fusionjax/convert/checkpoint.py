@@ -19,7 +19,9 @@ CARD = "card.json"
 VARIABLES = "variables"
 
 
-def write_converted(out: str | os.PathLike, arch: str, variables: Mapping, card: Mapping, *, force: bool = False) -> Path:
+def write_converted(
+    out: str | os.PathLike, arch: str, variables: Mapping, card: Mapping, *, force: bool = False
+) -> Path:
     """Write ``variables`` (Orbax, ``StandardCheckpointer``) and ``card`` into ``out``, all or nothing.
 
     An existing non-empty ``out`` is refused unless ``force``; then it is replaced only once the new one is

@@ -10,6 +10,7 @@ from fusionjax.convert.checkpoint import write_converted
 from fusionjax.convert.core import from_torchvision
 from fusionjax.convert.keys import ConversionError, torchvision_spec
 from fusionjax.convert.sources import sha256
+from fusionjax.models.registry import UnknownModelError
 
 VERIFY_IMAGES = 2  # random N(0, 1) images, the scale of normalized ImageNet inputs, seed 0
 
@@ -35,7 +36,7 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
         return _convert(args)
-    except (ConversionError, FileNotFoundError, FileExistsError, ImportError, ValueError) as error:
+    except (ConversionError, UnknownModelError, FileNotFoundError, FileExistsError, ImportError, ValueError) as error:
         print(f"fusionjax-convert: error: {error}", file=sys.stderr)
         return 1
 
@@ -49,7 +50,7 @@ def _convert(args: argparse.Namespace) -> int:
     variables = from_torchvision(args.arch, args.checkpoint, model=model)
     verification = None
     if args.verify:
-        from fusionjax.convert.compare import compare
+        from fusionjax.convert.crosscheck import compare
 
         images = np.random.default_rng(0).standard_normal(
             (VERIFY_IMAGES, spec.input_size, spec.input_size, model.in_channels), dtype=np.float32)

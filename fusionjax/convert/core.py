@@ -4,7 +4,6 @@ import warnings
 from typing import Any, Mapping
 
 import flax.linen as nn
-import numpy as np
 
 from fusionjax.convert import keys
 from fusionjax.convert.keys import ConversionError, ConversionWarning

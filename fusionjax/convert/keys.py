@@ -151,30 +151,41 @@ def model_for(arch: str, model: nn.Module | None) -> nn.Module:
 
 @functools.lru_cache(maxsize=32)
 def expected_variables(model: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
-    """The model's variables as ``{'params/.../kernel': ShapeDtypeStruct}``, traced, never computed."""
+    """The model's variables as ``{'params/.../kernel': ShapeDtypeStruct}``, traced, never computed, ordered
+    by the first call of their layer (JAX returns dicts sorted by key; torchvision orders by execution)."""
+    calls = []
+
+    def record(call, args, kwargs, context):
+        calls.append("/".join(context.module.path))
+        return call(*args, **kwargs)
+
     size = 64  # parameter shapes do not depend on the image size; tracing does not either
     x = jax.ShapeDtypeStruct((1, size, size, model.in_channels), jnp.float32)
-    shapes = jax.eval_shape(model.init, jax.random.key(0), x)
-    return traverse_util.flatten_dict(dict(shapes), sep="/")
+    with nn.intercept_methods(record):
+        shapes = jax.eval_shape(model.init, jax.random.key(0), x)
+    first_call = {path: i for i, path in reversed(list(enumerate(calls)))}
+    flat = traverse_util.flatten_dict(dict(shapes), sep="/")
+    return dict(sorted(flat.items(), key=lambda item: (first_call.get(_layer(item[0]), len(calls)), item[0])))
 
 
 @dataclasses.dataclass(frozen=True)
 class ConversionReport:
     """What did not fit: ``missing`` (torch key, expected torch shape), ``unexpected`` (torch key, shape),
-    ``mismatched`` (torch key, checkpoint's shape, expected shape)."""
+    ``mismatched`` (torch key, checkpoint's shape, expected shape); JAX paths when checking variables."""
 
     arch: str
     missing: tuple[tuple[str, tuple[int, ...]], ...] = ()
     unexpected: tuple[tuple[str, tuple[int, ...]], ...] = ()
     mismatched: tuple[tuple[str, tuple[int, ...], tuple[int, ...]], ...] = ()
+    subject: str = "the checkpoint"
 
     def __bool__(self) -> bool:
         return bool(self.missing or self.unexpected or self.mismatched)
 
     def __str__(self) -> str:
         if not self:
-            return f"the checkpoint fits {self.arch} exactly"
-        lines = [f"the checkpoint does not fit fusionjax {self.arch!r} (torchvision {self.arch}):"]
+            return f"{self.subject} fits {self.arch} exactly"
+        lines = [f"{self.subject} does not fit fusionjax {self.arch!r} (torchvision {self.arch}):"]
 
         def section(items, title, describe):
             if items:
@@ -204,6 +215,19 @@ def _shape(array) -> tuple[int, ...]:
     return tuple(int(d) for d in np.shape(array))
 
 
+def torch_keys_in_order(paths) -> list[tuple[KeyRule, str, str]]:
+    """``(rule, torch key, JAX path)`` for ``paths`` (in ``expected_variables``' order), in the order of
+    torchvision's state_dict: layers as they run, and within a layer the rules' order, which is torchvision's
+    (weight, bias, running_mean, running_var, num_batches_tracked).
+    """
+    layer_order = {}
+    for path in paths:
+        layer_order.setdefault(_layer(path), len(layer_order))
+    found = [(layer_order[_layer(path)], KEY_TABLE.index(rule), torch_key, rule, path)
+             for path in paths for rule, torch_key in jax_to_torch_keys(path)]
+    return [(rule, torch_key, path) for *_, torch_key, rule, path in sorted(found, key=lambda item: item[:2])]
+
+
 def state_dict_to_variables(
     arch: str, state_dict: Mapping[str, np.ndarray], model: nn.Module
 ) -> tuple[dict[str, np.ndarray], ConversionReport]:
@@ -226,16 +250,12 @@ def state_dict_to_variables(
         elif path in sources:
             unexpected.append((torch_key, _shape(value)))  # e.g. both "norm.1.weight" and "norm1.weight"
         else:
-            loaded[path] = np.asarray(value, dtype=np.float32).transpose(rule.transform.to_jax)
+            # a copy: torch's .numpy() shares memory with the model, which may go on training
+            loaded[path] = np.array(np.asarray(value).transpose(rule.transform.to_jax), np.float32, order="C")
             sources[path] = torch_key
-    by_call_order = sorted(expected, key=lambda path: not path.startswith("params/"))  # params are in call order
-    layer_order = {_layer(path): i for i, path in reversed(list(enumerate(by_call_order)))}
-    for path, struct in expected.items():
-        if path not in loaded and path not in mismatched_paths:
-            missing.extend((layer_order[_layer(path)], KEY_TABLE.index(rule), torch_key,
-                            rule.transform.torch_shape(struct.shape))
-                           for rule, torch_key in jax_to_torch_keys(path) if rule.transform is not COUNTER)
-    missing = [(torch_key, shape) for *_, torch_key, shape in sorted(missing)]  # torchvision's order
+    for rule, torch_key, path in torch_keys_in_order(expected):
+        if path not in loaded and path not in mismatched_paths and rule.transform is not COUNTER:
+            missing.append((torch_key, rule.transform.torch_shape(expected[path].shape)))
     return loaded, ConversionReport(arch, tuple(missing), tuple(unexpected), tuple(mismatched))
 
 
@@ -248,8 +268,8 @@ def check_variables(arch: str, variables: Mapping, model: nn.Module) -> dict:
     mismatched = [(p, _shape(flat[p]), tuple(s.shape)) for p, s in expected.items()
                   if p in flat and _shape(flat[p]) != tuple(s.shape)]
     if missing or unexpected or mismatched:
-        report = ConversionReport(arch, tuple(missing), tuple(unexpected), tuple(mismatched))
-        raise ConversionError(str(report).replace("the checkpoint", "the variables", 1))
+        raise ConversionError(str(ConversionReport(arch, tuple(missing), tuple(unexpected), tuple(mismatched),
+                                                   subject="the variables")))
     return flat
 
 
@@ -257,12 +277,11 @@ def variables_to_state_dict(arch: str, variables: Mapping, model: nn.Module) -> 
     """torchvision's state_dict as NumPy arrays (num_batches_tracked as int64 zeros) for ``variables``."""
     flat = check_variables(arch, variables, model)
     state_dict = {}
-    for path in flat:
-        for rule, torch_key in jax_to_torch_keys(path):
-            if rule.transform is COUNTER:
-                state_dict[torch_key] = np.zeros((), np.int64)
-            else:
-                state_dict[torch_key] = np.array(np.asarray(flat[path]).transpose(rule.transform.to_torch), order="C")
+    for rule, torch_key, path in torch_keys_in_order(expected_variables(model)):
+        if rule.transform is COUNTER:
+            state_dict[torch_key] = np.zeros((), np.int64)
+        else:
+            state_dict[torch_key] = np.array(np.asarray(flat[path]).transpose(rule.transform.to_torch), order="C")
     return state_dict
 
 

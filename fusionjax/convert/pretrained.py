@@ -36,7 +36,8 @@ def torchvision_weights(arch: str, weights: str | None = None):
     try:
         return enum.verify(weights)  # torchvision's own lookup: "IMAGENET1K_V2", "ResNet50_Weights.IMAGENET1K_V2"
     except (KeyError, TypeError):
-        raise ValueError(f"{arch} has no torchvision weights {weights!r}; it has {', '.join(enum.__members__)}.") from None
+        known = ", ".join(enum.__members__)
+        raise ValueError(f"{arch} has no torchvision weights {weights!r}; it has {known}.") from None
 
 
 def pretrained_variables(name: str, model: nn.Module, weights: str | None = None) -> dict:

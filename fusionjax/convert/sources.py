@@ -50,7 +50,8 @@ def _as_numpy(state: Mapping, where: str) -> dict[str, np.ndarray]:
     if not_tensors:
         raise ConversionError(
             f"{where} is not a state_dict of tensors: {len(not_tensors)} entries are not tensors or arrays, e.g. "
-            f"{', '.join(not_tensors[:5])}. Pass model.state_dict() or a file written by torch.save(model.state_dict())."
+            f"{', '.join(not_tensors[:5])}. Pass model.state_dict() or a file written by "
+            "torch.save(model.state_dict())."
         )
     return {str(k): _to_numpy(v) for k, v in state.items()}
 
@@ -123,7 +124,10 @@ def _read_torch(path: Path) -> Mapping:
 
 
 def _read_safetensors(path: Path) -> Mapping:
-    import safetensors.numpy
+    try:
+        import safetensors.numpy
+    except ImportError:
+        raise ImportError(f"{path} is a safetensors file and reading it needs safetensors: pip install safetensors") from None
 
     try:
         return safetensors.numpy.load_file(path)

@@ -151,7 +151,7 @@ def get_model_spec(name: str) -> ModelSpec:
 
 
 def create_model(
-    name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, pretrained: bool = False, **overrides
+    name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, pretrained: bool | str = False, **overrides
 ):
     """Build a registered model (a Flax linen module; initialize it with ``model.init``).
 
@@ -159,7 +159,8 @@ def create_model(
     compute dtype (parameters stay float32); ``overrides`` set any other field of the model class, e.g.
     ``drop_path=0.1``, ``zero_init_last=True``, ``norm=fusionjax.layers.GroupNorm``, ``memory_efficient=True``.
     With ``pretrained=True`` (torchvision architectures only) returns ``(model, variables)`` holding
-    torchvision's ImageNet weights, downloaded once into ``$FUSIONJAX_CACHE`` and converted (``fusionjax.convert``).
+    torchvision's DEFAULT ImageNet weights, downloaded once into ``$FUSIONJAX_CACHE`` and converted
+    (``fusionjax.convert``); ``pretrained='IMAGENET1K_V1'`` (or another of torchvision's weight names) picks them.
     """
     spec = get_model_spec(name)
     fields = {f.name for f in dataclasses.fields(spec.build.func)}
@@ -171,4 +172,4 @@ def create_model(
         return model
     from fusionjax.convert import pretrained_variables  # torch-free unless the weights need converting
 
-    return model, pretrained_variables(name, model)
+    return model, pretrained_variables(name, model, weights=None if pretrained is True else pretrained)

@@ -18,7 +18,9 @@ STAGE_TAPS = {  # fusionjax feature name → torchvision module whose output it 
 }
 HEADS = ("fc", "classifier")  # the pooled features are their input
 # torchvision.models.densenet._load_state_dict renames checkpoints' legacy keys with this pattern before loading.
-_LEGACY_DENSENET = re.compile(r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+_LEGACY_DENSENET = re.compile(
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 @dataclasses.dataclass(frozen=True)
