@@ -5,7 +5,6 @@ Unit tests use a ResNet-8-sized CIFAR net (one block per stage, widths 4/8/8) on
 vmap, accumulated vs whole batch) agree to rtol 1e-5 / atol 1e-6; closed forms evaluated in float32 to 1e-6.
 """
 
-import dataclasses
 import json
 import math
 import os
@@ -21,7 +20,6 @@ import jax.numpy as jnp
 import ml_collections
 import numpy as np
 import optax
-import orbax.checkpoint as ocp
 import pytest
 from jax.sharding import PartitionSpec as P
 
@@ -45,6 +43,13 @@ def tiny_config(**changes) -> ml_collections.ConfigDict:
     return config
 
 
+@pytest.fixture(scope="module")
+def variables():
+    """The tiny model's initial variables, on the host; initializing once saves a compile per test."""
+    setup = trainer.make_setup(tiny_config(), trainer.make_mesh(jax.devices()[:1]), SYNTHETIC)
+    return jax.device_get(trainer.init_state(setup).variables())
+
+
 def random_batch(seed: int, size: int = 32) -> dict:
     rng = np.random.default_rng(seed)
     return {"image": rng.normal(size=(size, 8, 8, 1)).astype(np.float32),
@@ -64,13 +69,13 @@ def assert_trees_close(actual, expected, rtol=RTOL, atol=ATOL):
     jax.tree_util.tree_map(lambda a, e: np.testing.assert_allclose(a, e, rtol=rtol, atol=atol), actual, expected)
 
 
-def test_step_on_8_devices_equals_1_device_replicated_and_fsdp_with_ema():
+def test_step_on_8_devices_equals_1_device_replicated_and_fsdp_with_ema(variables):
     assert jax.device_count() == 8
     batches = [random_batch(0), random_batch(1)]
     decay = 0.5
     one = trainer.make_setup(tiny_config(ema_decay=decay), trainer.make_mesh(jax.devices()[:1]), SYNTHETIC)
-    initial = jax.device_get(trainer.init_state(one))
-    history = run_steps(one, trainer.init_state(one), batches)
+    initial = jax.device_get(trainer.init_state(one, variables))
+    history = run_steps(one, trainer.init_state(one, variables), batches)
     expected = history[-1]
 
     # EMA, closed form: ema_0 = initial, ema_i = decay·ema_(i-1) + (1-decay)·value_i, for params and batch_stats.
@@ -96,13 +101,13 @@ def test_step_on_8_devices_equals_1_device_replicated_and_fsdp_with_ema():
         assert_trees_close(actual.ema, expected.ema)
 
 
-def test_bn_groups_match_a_shard_map_reference_with_per_device_statistics():
+def test_bn_groups_match_a_shard_map_reference_with_per_device_statistics(variables):
     lr = 0.05
     config = tiny_config(bn_groups=8, momentum=0.0, weight_decay=0.0, schedule="constant", learning_rate=lr)
     setup = trainer.make_setup(config, trainer.make_mesh(), SYNTHETIC)
-    initial = jax.device_get(trainer.init_state(setup))
+    initial = jax.device_get(trainer.init_state(setup, variables))
     batch = random_batch(2)
-    grouped = run_steps(setup, trainer.init_state(setup), [batch])[-1]
+    grouped = run_steps(setup, trainer.init_state(setup, variables), [batch])[-1]
 
     mesh, model = setup.mesh, setup.model
 
@@ -126,7 +131,7 @@ def test_bn_groups_match_a_shard_map_reference_with_per_device_statistics():
 
     global_bn = trainer.make_setup(tiny_config(momentum=0.0, weight_decay=0.0, schedule="constant", learning_rate=lr),
                                    trainer.make_mesh(), SYNTHETIC)
-    whole = run_steps(global_bn, trainer.init_state(global_bn), [batch])[-1]
+    whole = run_steps(global_bn, trainer.init_state(global_bn, variables), [batch])[-1]
     differences = jax.tree_util.tree_map(lambda a, b: np.abs(a - b).max(), whole.params, grouped.params)
     assert max(jax.tree_util.tree_leaves(differences)) > 100 * ATOL  # the groups do change the step
 
@@ -151,16 +156,46 @@ def test_weight_decay_mask_excludes_exactly_norm_parameters_and_biases(name, dec
         assert flag == leaf.endswith("['kernel']"), leaf
 
 
-def test_sgd_weight_decay_moves_only_kernels():
-    setup = trainer.make_setup(tiny_config(weight_decay=0.1, momentum=0.0, schedule="constant", learning_rate=1.0),
+@pytest.mark.parametrize("optimizer", optim.OPTIMIZERS)
+def test_every_optimizer_decays_only_kernels(optimizer):
+    setup = trainer.make_setup(tiny_config(optimizer=optimizer, weight_decay=0.1, momentum=0.0, schedule="constant",
+                                           learning_rate=1.0),
                                trainer.make_mesh(jax.devices()[:1]), SYNTHETIC)
-    params = jax.device_get(trainer.init_state(setup).params)
-    params = jax.tree_util.tree_map(lambda p: p + 1.0, params)  # BN biases start at 0, which would not move
+    shapes = jax.eval_shape(setup.model.init, jax.random.key(0), jnp.zeros((1, 8, 8, 1)))["params"]
+    rng = np.random.default_rng(0)  # nonzero everywhere, so that any decay of any leaf would show
+    params = jax.tree_util.tree_map(lambda s: rng.uniform(0.5, 1.5, s.shape).astype(np.float32), shapes)
     zero_grads = jax.tree_util.tree_map(jnp.zeros_like, params)
     updates, _ = jax.jit(setup.tx.update)(zero_grads, setup.tx.init(params), params)
     for (path, update), param in zip(jax.tree_util.tree_leaves_with_path(updates), jax.tree_util.tree_leaves(params)):
-        expected = -0.1 * param if param.ndim > 1 else np.zeros_like(param)
-        np.testing.assert_allclose(update, expected, rtol=1e-6, err_msg=jax.tree_util.keystr(path))
+        name = jax.tree_util.keystr(path)
+        if param.ndim == 1:
+            assert not np.any(update), name
+        elif optimizer in ("sgd", "adamw"):  # decoupled or L2: the update is exactly -lr·wd·p
+            np.testing.assert_allclose(update, -0.1 * param, rtol=1e-6, err_msg=name)
+        else:  # LARS/LAMB rescale the decay by the trust ratio ‖p‖ / ‖wd·p‖ = 1 / wd
+            np.testing.assert_allclose(update, -param * (1e-3 if optimizer == "lars" else 1.0), rtol=1e-5,
+                                       err_msg=name)
+
+
+@pytest.mark.parametrize("mixup_alpha, cutmix_alpha", [(0.4, 0.0), (0.0, 1.0)])
+def test_mixup_and_cutmix_mix_labels_in_the_proportion_they_mix_pixels(mixup_alpha, cutmix_alpha):
+    size = 6
+    images = jnp.broadcast_to(jnp.arange(size, dtype=jnp.float32)[:, None, None, None], (size, 8, 8, 1))
+    targets = jax.nn.one_hot(jnp.arange(size), size)
+    for seed in range(4):
+        mixed, mixed_targets = jax.jit(trainer.mix_batch, static_argnums=(3, 4))(
+            images, targets, jax.random.key(seed), mixup_alpha, cutmix_alpha)
+        mixed, mixed_targets = np.asarray(mixed), np.asarray(mixed_targets)
+        for i in range(size):
+            partner = size - 1 - i  # the reversed batch
+            if i == partner:
+                continue
+            own = mixed_targets[i, i]
+            assert own + mixed_targets[i, partner] == pytest.approx(1.0, abs=1e-6)
+            if mixup_alpha:
+                np.testing.assert_allclose(mixed[i], own * i + (1 - own) * partner, rtol=1e-5, atol=1e-5)
+            else:
+                assert np.mean(mixed[i] == i) == pytest.approx(own, abs=1e-6)
 
 
 def _schedule(**changes):
@@ -175,8 +210,8 @@ def test_schedules_match_closed_forms():
         expected = peak * t / 20 if t < 20 else peak * 0.5 * (1 + math.cos(math.pi * (t - 20) / 80))
         assert float(cosine(t)) == pytest.approx(expected, rel=1e-6, abs=1e-7), t
     piecewise = _schedule(schedule="piecewise", piecewise_epochs=(5, 8))
-    for t, expected in ((0, peak), (49, peak), (50, peak * 0.1), (79, peak * 0.1), (80, peak * 0.01), (99, peak * 0.01)):
-        assert float(piecewise(t)) == pytest.approx(expected, rel=1e-6), t
+    for t, divisions in ((0, 0), (49, 0), (50, 1), (79, 1), (80, 2), (99, 2)):
+        assert float(piecewise(t)) == pytest.approx(peak * 0.1**divisions, rel=1e-6), t
     sgdr = _schedule(schedule="sgdr", sgdr_first_epochs=2.0, sgdr_period_mult=2.0)  # cycles of 20, 40, 80 updates
     for t in (0, 10, 19, 20, 40, 59, 60, 99):
         start, length = (0, 20) if t < 20 else (20, 40) if t < 60 else (60, 80)
@@ -189,23 +224,23 @@ def test_schedules_match_closed_forms():
         _schedule(schedule="cosine", warmup_epochs=10.0)
 
 
-def test_gradient_accumulation_equals_the_big_batch_step():
+def test_gradient_accumulation_equals_the_big_batch_step(variables):
     # BatchNorm normalizes each micro-batch alone, so the big-batch reference normalizes the same halves:
     # bn_groups=2 on the 32-example batch. Both then average the gradient over all 32 examples.
     batch = random_batch(3)
     accumulated = trainer.make_setup(tiny_config(grad_accum_steps=2, nesterov=True), trainer.make_mesh(), SYNTHETIC)
     big = trainer.make_setup(tiny_config(bn_groups=2, nesterov=True), trainer.make_mesh(), SYNTHETIC)
-    initial = jax.device_get(trainer.init_state(big))
+    initial = jax.device_get(trainer.init_state(big, variables))
     halves = [{k: v[:16] for k, v in batch.items()}, {k: v[16:] for k, v in batch.items()}]
-    after_first, after_both = run_steps(accumulated, trainer.init_state(accumulated), halves)
+    after_first, after_both = run_steps(accumulated, trainer.init_state(accumulated, variables), halves)
     assert_trees_close(after_first.params, initial.params, rtol=0, atol=0)  # no update after one micro-step
-    expected = run_steps(big, trainer.init_state(big), [batch])[-1]
+    expected = run_steps(big, trainer.init_state(big, variables), [batch])[-1]
     assert_trees_close(after_both.params, expected.params)
 
 
-def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_state_and_statistics():
+def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_state_and_statistics(variables):
     setup = trainer.make_setup(tiny_config(dtype="bfloat16", ema_decay=0.9), trainer.make_mesh(), SYNTHETIC)
-    state = trainer.init_state(setup)
+    state = trainer.init_state(setup, variables)
     step = trainer.make_train_step(setup)
     batch = trainer.global_batch(random_batch(4), setup.mesh)
     convolutions = [line for line in str(jax.make_jaxpr(step)(state, batch)).splitlines() if "conv_general" in line]
@@ -331,9 +366,9 @@ def test_sigterm_and_sigkill_then_resume_end_with_the_uninterrupted_parameters(t
     manager = trainer.checkpoint_manager(workdir, config, read_only=True)
     assert manager.latest_step() == 120
     for devices, fsdp in ((jax.devices(), False), (jax.devices()[:1], False), (jax.devices()[:2], True)):
-        setup = trainer.make_setup(config.copy_and_resolve_references(), trainer.make_mesh(devices))
-        if fsdp:
-            setup = dataclasses.replace(setup, config=ml_collections.ConfigDict({**setup.config, "fsdp": True}))
+        restore_config = config.copy_and_resolve_references()
+        restore_config.fsdp = fsdp
+        setup = trainer.make_setup(restore_config, trainer.make_mesh(devices))
         restored = trainer.restore_checkpoint(manager, 120, trainer.abstract_state(setup))
         assert {d for x in jax.tree_util.tree_leaves(restored) for d in x.devices()} == set(devices)
         jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored), expected)
@@ -370,3 +405,27 @@ def test_digits_main_job_reaches_97_percent_and_reports_where_its_outputs_went(t
                           capture_output=True, text=True, timeout=120)
     assert plot.returncode == 0, plot.stderr
     assert (workdir / "curves.png").stat().st_size > 10_000
+
+
+def test_eval_of_a_converted_checkpoint_matches_numpy_top_k(tmp_path):
+    from fusionjax.convert import write_converted
+    from test_data import write_cifar_archive  # the CIFAR-10 archive format, written as the data tests write it
+
+    (tmp_path / "manual").mkdir()
+    written_images, labels = write_cifar_archive(tmp_path / "manual", "cifar10", "binary", num_train=10,
+                                                 num_test=13)["test"]
+    model = fusionjax.create_model("resnet20")
+    variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
+    write_converted(tmp_path / "converted", "resnet20", variables, {"num_classes": 10})
+
+    config = cli.load_config("common")
+    config.update(dataset="cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path / "manual"),
+                  eval_split="test", eval_batch_size=8)  # two batches, the second padded with 3 blank images
+    result = trainer.evaluate_converted(tmp_path / "converted", config)
+
+    mean, std = np.array([0.4914, 0.4822, 0.4465]), np.array([0.2470, 0.2435, 0.2616])  # CIFAR-10 train set
+    images = ((written_images / 255.0 - mean) / std).astype(np.float32)
+    logits = np.asarray(jax.jit(lambda v, x: model.apply(v, x))(variables, images))
+    ranks = (logits > logits[np.arange(len(labels)), labels][:, None]).sum(axis=1)
+    assert result["top1"] == pytest.approx(np.mean(ranks < 1), abs=1e-9)
+    assert result["top5"] == pytest.approx(np.mean(ranks < 5), abs=1e-9)

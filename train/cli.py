@@ -5,6 +5,8 @@ Configs are ml_collections config files overridable flag by flag, the Flax examp
     fusionjax-train --config configs/digits.py --workdir /tmp/digits --config.num_epochs=10
 """
 
+import importlib.util
+import os
 import sys
 from pathlib import Path
 
@@ -27,21 +29,24 @@ def _make_configs_importable() -> None:
 
 def load_config(name_or_path: str):
     """A shipped config by name (``'digits'``) or any config file by path, as ``--config`` loads it."""
-    from ml_collections.config_flags import config_flags as loader
-
     _make_configs_importable()
     path = Path(name_or_path)
     if not path.suffix:
         path = CONFIGS_DIR / f"{name_or_path}.py"
     if not path.exists():
         raise FileNotFoundError(f"No config {name_or_path!r}; shipped configs: {', '.join(shipped_configs())}.")
-    return loader._LoadConfigModule(f"{path.stem}_config", str(path)).get_config()
+    spec = importlib.util.spec_from_file_location(f"{path.stem}_config", path)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.get_config()
 
 
 def _initialize_distributed() -> None:
-    """Join a multi-host run when launched as one (``--distributed`` or the JAX coordinator variables)."""
-    import os
+    """Join a multi-host run when launched as one.
 
+    ``--distributed``, or ``JAX_COORDINATOR_ADDRESS`` in the environment, calls ``jax.distributed.initialize()``,
+    which takes the process count and index from the cluster it detects (SLURM, Open MPI, Kubernetes, TPU pods).
+    """
     import jax
 
     if flags.FLAGS.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ:
@@ -103,21 +108,39 @@ def _eval(argv) -> None:
     _initialize_distributed()
     from train import train
 
-    overrides = {"eval_split": flags.FLAGS.split} if flags.FLAGS.split else {}
-    result = train.evaluate_workdir(flags.FLAGS.workdir, flags.FLAGS.checkpoint, flags.FLAGS.ema, overrides)
-    print(f"{flags.FLAGS.workdir} step {result['step']}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, "
-          f"loss {result['loss']:.4f}")
+    args = flags.FLAGS
+    directory = Path(args.workdir)
+    try:
+        if (directory / train.CONFIG_FILE).exists():
+            overrides = {"eval_split": args.split} if args.split else {}
+            result = train.evaluate_workdir(directory, args.checkpoint, args.ema, overrides)
+            where = f"{directory} step {result['step']}"
+        else:  # a fusionjax-convert directory (load_pretrained explains what is missing otherwise)
+            config = load_config("common")
+            config.update(dataset=args.dataset, data_dir=args.data_dir, eval_split=args.split,
+                          image_size=args.image_size, eval_batch_size=args.batch_size)
+            result = train.evaluate_converted(directory, config)
+            where = f"{directory} on {args.dataset}"
+    except (FileNotFoundError, ValueError) as error:
+        sys.exit(f"error: {error}")
+    print(f"{where}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, loss {result['loss']:.4f}")
 
 
 def eval_main() -> None:
-    flags.DEFINE_string("workdir", None, "The --workdir of a fusionjax-train run.")
+    flags.DEFINE_string("workdir", None, "The --workdir of a fusionjax-train run, or a fusionjax-convert --out.")
     flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' (highest eval top-1) or a step number.")
     flags.DEFINE_string("split", None, "Split to evaluate; default: the run's config.eval_split.")
     flags.DEFINE_bool("ema", False, "Evaluate the EMA of params and batch_stats (runs with config.ema_decay).")
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host launch).")
+    flags.DEFINE_string("dataset", "imagenet2012", "Converted checkpoints: the tfds data set to evaluate on.")
+    flags.DEFINE_string("data_dir", None, "Converted checkpoints: tfds data_dir.")
+    flags.DEFINE_integer("image_size", 224, "Converted checkpoints: evaluation crop size.")
+    flags.DEFINE_integer("batch_size", 200, "Converted checkpoints: global evaluation batch size.")
     flags.mark_flag_as_required("workdir")
-    _describe_for_help("Evaluate a fusionjax-train run's checkpoint: fusionjax-eval --workdir DIR",
-                       ["workdir", "checkpoint", "split", "ema", "distributed"])
+    _describe_for_help("Evaluate a fusionjax-train run's checkpoint, or a fusionjax-convert directory on a tfds "
+                       "split: fusionjax-eval --workdir DIR",
+                       ["workdir", "checkpoint", "split", "ema", "distributed", "dataset", "data_dir", "image_size",
+                        "batch_size"])
     app.run(_eval)
 
 
@@ -126,7 +149,10 @@ def _plot(argv) -> None:
         raise app.UsageError("usage: fusionjax-plot WORKDIR")
     from train.metrics import plot_curves
 
-    print(plot_curves(Path(argv[1])).absolute())
+    try:
+        print(plot_curves(Path(argv[1])).absolute())
+    except FileNotFoundError as error:
+        sys.exit(f"error: {error}")
 
 
 def plot_main() -> None:

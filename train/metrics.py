@@ -75,7 +75,7 @@ _PANELS = (  # (title, metric, log scale)
     ("loss", "loss", True),
     ("top-1 accuracy", "top1", False),
     ("learning rate", "learning_rate", False),
-    ("images/s", "images_per_sec", False),
+    ("images/s", "images_per_sec", True),
 )
 
 

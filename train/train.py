@@ -18,6 +18,7 @@ running statistics are updated at every micro-step from that micro-batch (as in 
 """
 
 import dataclasses
+import functools
 import json
 import math
 import signal
@@ -93,8 +94,9 @@ def make_mesh(devices=None) -> Mesh:
 def build_model(config, num_classes: int):
     if config.dtype not in DTYPES:
         raise ValueError(f"config.dtype={config.dtype!r} is not one of {', '.join(DTYPES)}.")
-    return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype],
-                                  **config.model_overrides.to_dict())
+    # A config read back from config.json holds lists where the config file had tuples (stage_sizes, ...).
+    overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_overrides.to_dict().items()}
+    return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype], **overrides)
 
 
 def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None = None) -> Setup:
@@ -135,28 +137,33 @@ def state_shardings(abstract_state, mesh: Mesh, fsdp: bool):
         lambda x: NamedSharding(mesh, _fsdp_spec(x.shape, mesh.size) if fsdp else P()), abstract_state)
 
 
-def _init_fn(setup: Setup):
-    config = setup.config
+def state_from_variables(setup: Setup, variables) -> TrainState:
+    """A train state at step 0 around ``{'params', 'batch_stats'}`` (freshly initialized, or e.g. converted)."""
+    params, batch_stats = variables["params"], variables.get("batch_stats", {})
+    ema = {"params": params, "batch_stats": batch_stats} if setup.config.ema_decay else None
+    return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
+                      opt_state=setup.tx.init(params), ema=ema)
 
+
+def _init_fn(setup: Setup):
     def init(key):
         image = jnp.zeros((1, *setup.info.image_shape), jnp.float32)
-        variables = setup.model.init({"params": key}, image, train=False)
-        params, batch_stats = variables["params"], variables.get("batch_stats", {})
-        ema = {"params": params, "batch_stats": batch_stats} if config.ema_decay else None
-        return TrainState(step=jnp.zeros((), jnp.int32), params=params, batch_stats=batch_stats,
-                          opt_state=setup.tx.init(params), ema=ema)
+        return state_from_variables(setup, setup.model.init({"params": key}, image, train=False))
 
     return init
 
 
-def init_state(setup: Setup) -> TrainState:
-    """Initialize the state directly into its shardings (params from ``config.seed``)."""
-    init, key = _init_fn(setup), jax.random.key(setup.config.seed)
-    shardings = state_shardings(jax.eval_shape(init, key), setup.mesh, setup.config.fsdp)
+def init_state(setup: Setup, variables=None) -> TrainState:
+    """The state in its shardings: initialized from ``config.seed``, or around ``variables`` when given."""
+    if variables is not None:
+        make, argument = functools.partial(state_from_variables, setup), variables
+    else:
+        make, argument = _init_fn(setup), jax.random.key(setup.config.seed)
+    shardings = state_shardings(jax.eval_shape(make, argument), setup.mesh, setup.config.fsdp)
     # XLA:CPU compiles the non-partitionable threefry ~3× faster (5 s instead of 15 s for ResNet-20's ~60
     # initializers on 2 cores); the values do not depend on the sharding either way.
     with jax.threefry_partitionable(False):
-        return jax.jit(init, out_shardings=shardings)(key)
+        return jax.jit(make, out_shardings=shardings)(argument)
 
 
 def abstract_state(setup: Setup) -> TrainState:
@@ -183,8 +190,8 @@ def _cutmix(images, key, alpha: float):
     cut_h, cut_w = height * jnp.sqrt(1 - lam), width * jnp.sqrt(1 - lam)
     center_y, center_x = jax.random.uniform(y_key) * height, jax.random.uniform(x_key) * width
     rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
-    top, bottom = jnp.clip(jnp.round(center_y - cut_h / 2), 0, height), jnp.clip(jnp.round(center_y + cut_h / 2), 0, height)
-    left, right = jnp.clip(jnp.round(center_x - cut_w / 2), 0, width), jnp.clip(jnp.round(center_x + cut_w / 2), 0, width)
+    top, bottom = (jnp.clip(jnp.round(center_y + sign * cut_h / 2), 0, height) for sign in (-1, 1))
+    left, right = (jnp.clip(jnp.round(center_x + sign * cut_w / 2), 0, width) for sign in (-1, 1))
     inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
     mixed = jnp.where(inside[None, :, :, None], images[::-1], images)
     return mixed, 1 - (bottom - top) * (right - left) / (height * width)
@@ -263,9 +270,8 @@ def make_train_step(setup: Setup):
                    out_shardings=(shardings, NamedSharding(setup.mesh, P())), donate_argnums=0)
 
 
-def make_eval_step(setup: Setup):
+def make_eval_step(model, mesh: Mesh):
     """``eval_step(variables, batch) -> sums`` of loss, top-1, top-5 and count over the real (mask 1) examples."""
-    model = setup.model
 
     def eval_step(variables, batch):
         logits = model.apply(variables, batch["image"], train=False)
@@ -274,7 +280,7 @@ def make_eval_step(setup: Setup):
         return {"loss": (loss * mask).sum(), "top1": (_top_k_correct(logits, labels, 1) * mask).sum(),
                 "top5": (_top_k_correct(logits, labels, 5) * mask).sum(), "count": mask.sum()}
 
-    return jax.jit(eval_step, out_shardings=NamedSharding(setup.mesh, P()))
+    return jax.jit(eval_step, out_shardings=NamedSharding(mesh, P()))
 
 
 def batch_sharding(mesh: Mesh) -> NamedSharding:
@@ -287,12 +293,12 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-def evaluate(setup: Setup, eval_step, variables) -> dict[str, float]:
+def evaluate(config, mesh: Mesh, eval_step, variables) -> dict[str, float]:
     """Loss, top-1 and top-5 over ``config.eval_split`` (padding excluded)."""
     totals = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
-    for batch in data.eval_batches(setup.config, global_batch_size=setup.config.eval_batch_size,
+    for batch in data.eval_batches(config, global_batch_size=config.eval_batch_size,
                                    process_index=jax.process_index(), process_count=jax.process_count()):
-        sums = jax.device_get(eval_step(variables, global_batch(batch, setup.mesh)))
+        sums = jax.device_get(eval_step(variables, global_batch(batch, mesh)))
         for k in totals:
             totals[k] += float(sums[k])
     count = totals.pop("count")
@@ -303,14 +309,20 @@ def evaluate(setup: Setup, eval_step, variables) -> dict[str, float]:
 # Checkpoints and the workdir.
 
 
+def _checkpoint_score(metrics: dict) -> float:
+    """Evaluation top-1; checkpoints saved between evaluations carry empty metrics and never rank best."""
+    return metrics.get("top1", -math.inf)
+
+
 def checkpoint_manager(workdir: Path, config, read_only: bool = False) -> ocp.CheckpointManager:
     """Async Orbax manager keeping the last ``config.keep_checkpoints`` and the best by evaluation top-1."""
     policy = ocp.checkpoint_managers.AnyPreservationPolicy([
         ocp.checkpoint_managers.LatestN(n=config.keep_checkpoints),
-        ocp.checkpoint_managers.BestN(get_metric_fn=lambda m: m["top1"], n=1,
-                                      keep_checkpoints_without_metrics=False),
+        ocp.checkpoint_managers.BestN(get_metric_fn=_checkpoint_score, n=1),
     ])
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, enable_async_checkpointing=True,
+    # best_fn makes Orbax store each checkpoint's metrics (the preservation policy alone does not).
+    options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_checkpoint_score, best_mode="max",
+                                           enable_async_checkpointing=True,
                                            cleanup_tmp_directories=not read_only,
                                            read_only=read_only, create=not read_only)
     return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
@@ -318,7 +330,7 @@ def checkpoint_manager(workdir: Path, config, read_only: bool = False) -> ocp.Ch
 
 def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, eval_metrics: dict | None) -> None:
     manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                 metrics=eval_metrics, force=True)
+                 metrics=eval_metrics or {}, force=True)
 
 
 def restore_checkpoint(manager: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:
@@ -329,7 +341,7 @@ def restore_checkpoint(manager: ocp.CheckpointManager, step: int, target: TrainS
 
 def best_step(manager: ocp.CheckpointManager) -> int | None:
     """The kept step with the highest evaluation top-1."""
-    scored = [(manager.metrics(s)["top1"], s) for s in manager.all_steps() if manager.metrics(s)]
+    scored = [(manager.metrics(s)["top1"], s) for s in manager.all_steps() if "top1" in (manager.metrics(s) or {})]
     return max(scored)[1] if scored else None
 
 
@@ -428,8 +440,6 @@ class _TrainLog:
     def write(self) -> dict[str, float]:
         fetched = self.check()
         self.pending = []
-        if not fetched:
-            return {}
         seconds = time.perf_counter() - self.started
         images = self.batch_size * len(fetched)
         logged = {k: float(np.mean([m[k] for _, m in fetched])) for k in ("loss", "top1", "top5")}
@@ -459,7 +469,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
     else:
         state = restore_checkpoint(manager, restored_step, abstract_state(setup))
     start = int(state.step)
-    train_step, eval_step = make_train_step(setup), make_eval_step(setup)
+    train_step, eval_step = make_train_step(setup), make_eval_step(setup.model, setup.mesh)
     is_main = jax.process_index() == 0
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
     log = _TrainLog(writer, setup.micro_batch_size, manager)
@@ -468,12 +478,12 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                                  process_count=jax.process_count())
     steps_per_epoch = setup.updates_per_epoch * config.grad_accum_steps
     eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
-    progress = tqdm(total=setup.total_steps, initial=start, unit="step", dynamic_ncols=True,
-                    disable=not (is_main and config.progress_bar), desc=f"{config.model} on {config.dataset}")
     if is_main:
         where = f"resuming from step {start}" if restored_step is not None else "starting"
         print(f"{config.model} on {setup.info.name}: {setup.total_steps} steps of {setup.micro_batch_size} "
               f"examples on {setup.mesh.size} device(s), {where}; workdir {workdir.absolute()}", flush=True)
+    progress = tqdm(total=setup.total_steps, initial=start, unit="step", dynamic_ncols=True,
+                    disable=not (is_main and config.progress_bar), desc=f"{config.model} on {config.dataset}")
     eval_metrics: dict[str, float] = {}
     try:
         with _Sigterm() as sigterm:
@@ -492,10 +502,10 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 evaluate_now = step % eval_every == 0 or last
                 if evaluate_now:
                     log.check()
-                    eval_metrics = evaluate(setup, eval_step, state.variables())
+                    eval_metrics = evaluate(config, setup.mesh, eval_step, state.variables())
                     if state.ema is not None:
-                        eval_metrics.update({f"ema_{k}": v for k, v in
-                                             evaluate(setup, eval_step, state.variables(ema=True)).items()})
+                        ema_metrics = evaluate(config, setup.mesh, eval_step, state.variables(ema=True))
+                        eval_metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
                     writer.write(step, "eval", eval_metrics)
                     progress.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in eval_metrics.items()))
                 if evaluate_now or step % config.checkpoint_every_steps == 0 or stop:
@@ -521,19 +531,39 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 def evaluate_workdir(workdir: str | Path, checkpoint: str = "latest", ema: bool = False,
                      overrides: dict | None = None) -> dict[str, float]:
-    """Evaluate a trained run's checkpoint (``'latest'``, ``'best'`` or a step number) on its eval split."""
+    """Evaluate a trained run's checkpoint (``'latest'``, ``'best'`` or a step number) on its eval split.
+
+    ``overrides`` change bookkeeping fields of the run's config, e.g. ``{'eval_split': 'train'}``.
+    """
     workdir = Path(workdir)
     config = load_workdir_config(workdir)
     config.update_from_flattened_dict(overrides or {})
     setup = make_setup(config)
     manager = checkpoint_manager(workdir, config, read_only=True)
-    step = {"latest": manager.latest_step, "best": lambda: best_step(manager)}.get(checkpoint, lambda: int(checkpoint))()
-    if step is None or step not in manager.all_steps():
-        raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {manager.directory}; kept steps: "
-                                f"{list(manager.all_steps())}.")
+    kept = list(manager.all_steps())
+    if checkpoint == "latest":
+        step = manager.latest_step()
+    elif checkpoint == "best":
+        step = best_step(manager)
+    elif checkpoint.isdigit():
+        step = int(checkpoint)
+    else:
+        raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}.")
+    if step is None or step not in kept:
+        raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {manager.directory}; kept steps: {kept}.")
     state = restore_checkpoint(manager, step, abstract_state(setup))
+    manager.close()
     if ema and state.ema is None:
         raise ValueError(f"The run in {workdir} kept no EMA (config.ema_decay = 0); evaluate without --ema.")
-    result = evaluate(setup, make_eval_step(setup), state.variables(ema=ema))
-    manager.close()
+    result = evaluate(config, setup.mesh, make_eval_step(setup.model, setup.mesh), state.variables(ema=ema))
     return {"step": step, **result}
+
+
+def evaluate_converted(directory: str | Path, config) -> dict[str, float]:
+    """Evaluate a ``fusionjax-convert`` output directory on the data set and split that ``config`` names."""
+    from fusionjax.convert import load_pretrained
+
+    model, variables = load_pretrained(directory)
+    mesh = make_mesh()
+    variables = jax.device_put(variables, NamedSharding(mesh, P()))
+    return evaluate(config, mesh, make_eval_step(model, mesh), variables)
