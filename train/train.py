@@ -265,7 +265,7 @@ def make_train_step(setup: Setup):
                                   opt_state=opt_state, ema=ema)
         return new_state, step_metrics
 
-    shardings = state_shardings(jax.eval_shape(_init_fn(setup), base_key), setup.mesh, config.fsdp)
+    shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract_state(setup))
     return jax.jit(train_step, in_shardings=(shardings, batch_sharding(setup.mesh)),
                    out_shardings=(shardings, NamedSharding(setup.mesh, P())), donate_argnums=0)
 
