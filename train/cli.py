@@ -44,13 +44,32 @@ def load_config(name_or_path: str):
 def _initialize_distributed() -> None:
     """Join a multi-host run when launched as one.
 
-    ``--distributed``, or ``JAX_COORDINATOR_ADDRESS`` in the environment, calls ``jax.distributed.initialize()``,
-    which takes the process count and index from the cluster it detects (SLURM, Open MPI, Kubernetes, TPU pods).
+    ``--coordinator_address`` with ``--num_processes`` and ``--process_id`` names the run explicitly (any machines,
+    or several processes on one). ``--distributed``, or ``JAX_COORDINATOR_ADDRESS`` in the environment, leaves them
+    to ``jax.distributed.initialize()``, which takes them from the cluster it detects (SLURM, Open MPI, Kubernetes,
+    TPU pods). CPU processes exchange data with gloo, jax's default CPU collectives.
     """
     import jax
 
-    if flags.FLAGS.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ:
+    args = flags.FLAGS
+    explicit = (args.coordinator_address, args.num_processes, args.process_id)
+    if any(value is not None for value in explicit):
+        if any(value is None for value in explicit):
+            raise app.UsageError("--coordinator_address, --num_processes and --process_id go together: pass all "
+                                 "three, or --distributed alone to detect them from the cluster.")
+        jax.distributed.initialize(*explicit)
+    elif args.distributed or "JAX_COORDINATOR_ADDRESS" in os.environ:
         jax.distributed.initialize()
+
+
+def _define_distributed_flags() -> list[str]:
+    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with the process count and index "
+                      "of the detected cluster (SLURM, Open MPI, Kubernetes, TPU pods).")
+    flags.DEFINE_string("coordinator_address", None, "Multi-process launch without a cluster manager: host:port of "
+                        "process 0, with --num_processes and --process_id.")
+    flags.DEFINE_integer("num_processes", None, "Multi-process launch: the number of processes (hosts).")
+    flags.DEFINE_integer("process_id", None, "Multi-process launch: this process's index, 0 to num_processes - 1.")
+    return ["distributed", "coordinator_address", "num_processes", "process_id"]
 
 
 def _define_train_flags() -> None:
@@ -60,12 +79,12 @@ def _define_train_flags() -> None:
         "Training config file (shipped ones listed above); override any field with --config.KEY=VALUE.",
         lock_config=True)
     flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, TensorBoard events and plots.")
-    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host launch).")
+    distributed = _define_distributed_flags()
     flags.mark_flags_as_required(["config", "workdir"])
     _describe_for_help(
         "Train a fusionjax model: fusionjax-train --config configs/NAME.py --workdir DIR [--config.KEY=VALUE ...]\n"
         f"Shipped configs in {CONFIGS_DIR}:\n  " + "\n  ".join(shipped_configs()),
-        ["config", "workdir", "distributed"])
+        ["config", "workdir", *distributed])
 
 
 def _describe_for_help(usage: str, flag_names: list[str]) -> None:
@@ -131,7 +150,7 @@ def eval_main() -> None:
     flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' (highest eval top-1) or a step number.")
     flags.DEFINE_string("split", None, "Split to evaluate; default: the run's config.eval_split.")
     flags.DEFINE_bool("ema", False, "Evaluate the EMA of params and batch_stats (runs with config.ema_decay).")
-    flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() (multi-host launch).")
+    distributed = _define_distributed_flags()
     flags.DEFINE_string("dataset", "imagenet2012", "Converted checkpoints: the tfds data set to evaluate on.")
     flags.DEFINE_string("data_dir", None, "Converted checkpoints: tfds data_dir.")
     flags.DEFINE_integer("image_size", 224, "Converted checkpoints: evaluation crop size.")
@@ -139,7 +158,7 @@ def eval_main() -> None:
     flags.mark_flag_as_required("workdir")
     _describe_for_help("Evaluate a fusionjax-train run's checkpoint, or a fusionjax-convert directory on a tfds "
                        "split: fusionjax-eval --workdir DIR",
-                       ["workdir", "checkpoint", "split", "ema", "distributed", "dataset", "data_dir", "image_size",
+                       ["workdir", "checkpoint", "split", "ema", *distributed, "dataset", "data_dir", "image_size",
                         "batch_size"])
     app.run(_eval)
 

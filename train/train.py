@@ -356,11 +356,8 @@ def _flat_config(config) -> dict[str, Any]:
     return dict(flatten(json.loads(config.to_json_best_effort())))
 
 
-def claim_workdir(workdir: Path, config) -> None:
-    """Store the config in ``workdir``; refuse a workdir that holds a run of another config.
-
-    A resumed run may differ only in ``BOOKKEEPING_KEYS``; the stored config.json is never rewritten.
-    """
+def _workdir_conflict(workdir: Path, config) -> str | None:
+    """Why ``workdir`` cannot hold a run of ``config``, or None (new, or a run of this config to resume)."""
     path = workdir / CONFIG_FILE
     if path.exists():
         stored = _flat_config(ml_collections.ConfigDict(json.loads(path.read_text())))
@@ -369,17 +366,33 @@ def claim_workdir(workdir: Path, config) -> None:
                        for key in sorted(set(stored) | set(current))
                        if key not in BOOKKEEPING_KEYS and stored.get(key, "<unset>") != current.get(key, "<unset>")]
         if differences:
-            raise WorkdirConflictError(
-                f"{workdir} holds a run of another config, left untouched. It differs in:\n" + "\n".join(differences)
-                + f"\nUse a new --workdir, or the config in {path} to resume that run.")
-        return
-    if (workdir / CHECKPOINT_DIR).exists() or (workdir / metrics_lib.METRICS_FILE).exists():
-        raise WorkdirConflictError(
-            f"{workdir} has checkpoints or metrics but no {CONFIG_FILE}, so it is not known to be a run of this "
-            "config; it is left untouched. Use a new --workdir.")
-    if jax.process_index() == 0:
+            return (f"{workdir} holds a run of another config, left untouched. It differs in:\n"
+                    + "\n".join(differences) + f"\nUse a new --workdir, or the config in {path} to resume that run.")
+    elif (workdir / CHECKPOINT_DIR).exists() or (workdir / metrics_lib.METRICS_FILE).exists():
+        return (f"{workdir} has checkpoints or metrics but no {CONFIG_FILE}, so it is not known to be a run of this "
+                "config; it is left untouched. Use a new --workdir.")
+    return None
+
+
+def claim_workdir(workdir: Path, config) -> None:
+    """Store the config in ``workdir``; refuse a workdir that holds a run of another config.
+
+    A resumed run may differ only in ``BOOKKEEPING_KEYS``; the stored config.json is never rewritten. Every host
+    decides on the workdir as it was before any host wrote to it, so all of them refuse or none does.
+    """
+    conflict = _workdir_conflict(workdir, config)
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        multihost_utils.sync_global_devices("fusionjax: workdir checked")
+    if conflict:
+        raise WorkdirConflictError(conflict)
+    path = workdir / CONFIG_FILE
+    if jax.process_index() == 0 and not path.exists():
         workdir.mkdir(parents=True, exist_ok=True)
-        path.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        partial = path.with_suffix(".json.partial")  # renamed into place whole: never a half-written config
+        partial.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
+        partial.replace(path)
 
 
 def load_workdir_config(workdir: Path) -> ml_collections.ConfigDict:
