@@ -1,4 +1,5 @@
-"""Test-wide JAX set-up: 8 CPU devices (for the sharding tests) and a persistent compilation cache.
+"""Test-wide JAX set-up: 8 CPU devices (for the sharding tests), the command lines' XLA flags and a persistent
+compilation cache.
 
 Both must be set before JAX initializes its backend, which is why this runs at collection time.
 """
@@ -8,6 +9,12 @@ from pathlib import Path
 
 os.environ.setdefault("XLA_FLAGS", "--xla_force_host_platform_device_count=8")
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # torch's OpenMP threads otherwise spin beside JAX's
+
+from train.cli import prefer_eigen_cpu_convolutions  # noqa: E402
+
+# As fusionjax-train does: the training subprocesses of the tests and this process must compile the same programs
+# (the resume test compares their parameters bit for bit).
+prefer_eigen_cpu_convolutions()
 
 import jax  # noqa: E402
 

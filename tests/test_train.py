@@ -537,3 +537,22 @@ def test_every_shipped_config_trains_on_tfds_mock_data(name, tmp_path, monkeypat
     assert train_records and all(math.isfinite(r["loss"]) for r in train_records)
     assert evals and 0.0 <= evals[-1]["top1"] <= evals[-1]["top5"] <= 1.0
     assert trainer.checkpoint_manager(tmp_path / "run", config, read_only=True).latest_step() == 2
+
+
+def test_command_lines_switch_cpu_convolutions_to_eigen_unless_xla_flags_chooses():
+    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
+    cli.prefer_eigen_cpu_convolutions(environ)
+    assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type="
+    chosen = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
+    cli.prefer_eigen_cpu_convolutions(chosen)
+    assert chosen["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
+    empty = {}
+    cli.prefer_eigen_cpu_convolutions(empty)
+    # The flag must reach a jax process and switch YNNPACK off there (YNNPACK claims this convolution by default).
+    probe = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 16, 16, 64)); w = jnp.ones((3, 3, 64, 64)); "
+             "print(jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
+             "dimension_numbers=('NHWC', 'HWIO', 'NHWC'))).lower(x, w).compile().as_text())")
+    for xla_flags, ynn in ((empty["XLA_FLAGS"], False), ("", True)):
+        hlo = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": xla_flags},
+                             capture_output=True, text=True, timeout=120).stdout
+        assert "convolution" in hlo and ("__ynn_fusion" in hlo) == ynn, xla_flags

@@ -3,6 +3,9 @@
 Configs are ml_collections config files overridable flag by flag, the Flax examples' convention::
 
     fusionjax-train --config configs/digits.py --workdir /tmp/digits --config.num_epochs=10
+
+On CPU, training and evaluation use XLA's Eigen convolutions instead of YNNPACK (``prefer_eigen_cpu_convolutions``);
+an ``XLA_FLAGS`` that sets ``--xla_cpu_experimental_ynn_fusion_type`` itself is left alone.
 """
 
 import importlib.util
@@ -115,7 +118,21 @@ def _quiet_libraries() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
+# Process-wide, so set by the command lines (applications) and not by the library: jaxlib 0.10.2 sends every CPU
+# convolution, weight gradients included, to YNNPACK, whose weight gradient is several times slower than XLA's
+# Eigen kernel here; switching it off halves a ResNet-20 CIFAR training step (benchmarks/RESULTS.md, lever 4).
+EIGEN_CPU_CONVOLUTIONS = "--xla_cpu_experimental_ynn_fusion_type="
+
+
+def prefer_eigen_cpu_convolutions(environ=os.environ) -> None:
+    """Add ``EIGEN_CPU_CONVOLUTIONS`` to ``XLA_FLAGS`` before jax starts, unless XLA_FLAGS already chooses."""
+    flags_now = environ.get("XLA_FLAGS", "")
+    if "xla_cpu_experimental_ynn_fusion_type" not in flags_now:
+        environ["XLA_FLAGS"] = f"{flags_now} {EIGEN_CPU_CONVOLUTIONS}".strip()
+
+
 def train_main() -> None:
+    prefer_eigen_cpu_convolutions()
     _define_train_flags()
     app.run(_train)
 
@@ -146,6 +163,7 @@ def _eval(argv) -> None:
 
 
 def eval_main() -> None:
+    prefer_eigen_cpu_convolutions()
     flags.DEFINE_string("workdir", None, "The --workdir of a fusionjax-train run, or a fusionjax-convert --out.")
     flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' (highest eval top-1) or a step number.")
     flags.DEFINE_string("split", None, "Split to evaluate; default: the run's config.eval_split.")
