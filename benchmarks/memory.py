@@ -59,12 +59,19 @@ def residual_bytes(model, batch: int, size: int) -> int:
     return sum(v.aval.size * v.aval.dtype.itemsize for v in saved)
 
 
-def compiled_temp_bytes(model, batch: int, size: int) -> int:
+def compiled_temp_bytes(model, batch: int, size: int) -> tuple[int, int, int]:
+    """(temp bytes of the compiled gradient, optimization barriers in the lowered program, in the compiled one).
+
+    ``nn.remat`` puts an optimization barrier around each recomputation; the count that survives compilation shows
+    whether the backend kept the recomputation apart from the forward pass.
+    """
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
     grad = jax.jit(jax.grad(loss_fn(model)))
-    compiled = grad.lower(variables["params"], variables["batch_stats"], images).compile()
-    return compiled.memory_analysis().temp_size_in_bytes
+    lowered = grad.lower(variables["params"], variables["batch_stats"], images)
+    compiled = lowered.compile()
+    return (compiled.memory_analysis().temp_size_in_bytes, lowered.as_text().count("optimization_barrier"),
+            compiled.as_text().count("opt-barrier("))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -90,11 +97,12 @@ def main(argv: list[str] | None = None) -> None:
               flush=True)
 
     dense, lean, resnet = (per_image[k] for k in CASES)
-    compile_header = f" | compiled temp, batch {args.compile_batch} (MiB)" if temp else ""
+    compile_header = (f" | compiled temp, batch {args.compile_batch} (MiB) | optimization barriers, lowered → "
+                      "compiled") if temp else ""
     rows = [f"| model | traced residuals per image (MiB) | ÷ densenet121{compile_header} |",
-            "|---|---|---|" + ("---|" if temp else "")]
+            "|---|---|---|" + ("---|---|" if temp else "")]
     for label in CASES:
-        compiled = f" | {temp[label] / 2**20:.1f}" if temp else ""
+        compiled = f" | {temp[label][0] / 2**20:.1f} | {temp[label][1]} → {temp[label][2]}" if temp else ""
         rows.append(f"| {label} | {per_image[label] / 2**20:.1f} | {per_image[label] / dense:.2f}{compiled} |")
     verdicts = [
         f"- memory_efficient ÷ plain (traced): {lean / dense:.2f} (goal ≤ 0.50: {'met' if lean <= 0.5 * dense else 'NOT met'})",
@@ -103,7 +111,7 @@ def main(argv: list[str] | None = None) -> None:
         f"({'met' if dense <= resnet else 'NOT met'})",
     ]
     if temp:
-        ratio = temp["densenet121 memory_efficient"] / temp["densenet121"]
+        ratio = temp["densenet121 memory_efficient"][0] / temp["densenet121"][0]
         verdicts.append(f"- compiled temp memory, memory_efficient ÷ plain: {ratio:.2f}"
                         + (" — XLA:CPU compiled the rematerialization away" if ratio > 0.9 else ""))
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.memory", *(argv or sys.argv[1:])])
