@@ -468,12 +468,25 @@ def test_two_processes_of_4_devices_train_like_one_process_of_8(tmp_path):
     workdir = tmp_path / "two_processes"
     address = f"localhost:{_free_port()}"
     env = {**_subprocess_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    processes = [subprocess.Popen([sys.executable, "-m", "train", "--config", str(config_path), "--workdir",
-                                   str(workdir), "--coordinator_address", address, "--num_processes", "2",
-                                   "--process_id", str(index)],
-                                  env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-                 for index in range(2)]
-    outputs = [process.communicate(timeout=600)[0] for process in processes]
+    logs = [tmp_path / f"process{index}.log" for index in range(2)]
+    processes = []
+    for index, log in enumerate(logs):  # output to files: a full pipe would block a process while this one polls
+        with log.open("w") as output:
+            processes.append(subprocess.Popen(
+                [sys.executable, "-m", "train", "--config", str(config_path), "--workdir", str(workdir),
+                 "--coordinator_address", address, "--num_processes", "2", "--process_id", str(index)],
+                env=env, stdout=output, stderr=subprocess.STDOUT))
+    deadline = time.monotonic() + 600
+    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
+        if any(p.poll() not in (None, 0) for p in processes):  # one failed: the other would wait for it forever
+            break
+        time.sleep(0.2)
+    for process in processes:
+        if process.poll() is None:
+            process.kill()
+    for process in processes:
+        process.wait()
+    outputs = [log.read_text() for log in logs]
     for process, output in zip(processes, outputs):
         assert process.returncode == 0, output
     assert "on 8 device(s)" in outputs[0] and "Final evaluation" in outputs[0]
