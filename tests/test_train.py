@@ -315,6 +315,15 @@ def test_help_lists_the_shipped_configs():
         assert name in result.stdout
 
 
+def test_an_incomplete_multi_process_launch_is_refused_naming_the_missing_flags(tmp_path):
+    result = subprocess.run([sys.executable, "-m", "train", "--config", str(REPO / "configs" / "digits.py"),
+                             "--workdir", str(tmp_path / "run"), "--coordinator_address", "localhost:1234"],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "--coordinator_address, --num_processes and --process_id go together" in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 RESUME_CONFIG = """
 from configs import digits
 
