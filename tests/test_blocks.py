@@ -199,8 +199,10 @@ def _residual_bytes(fn, *args) -> int:
 
 
 def test_memory_efficient_dense_block_same_numbers_fewer_saved_bytes():
+    # 12 layers: what remat saves grows with the concatenations, quadratically in depth, while both variants keep
+    # each layer's 4k-wide bottleneck output and its activation; at 6 layers on 24 channels the two weigh alike.
     x = _x((2, 8, 8, 24))
-    plain, efficient = blocks.DenseBlock(6, 12), blocks.DenseBlock(6, 12, memory_efficient=True)
+    plain, efficient = blocks.DenseBlock(12, 12), blocks.DenseBlock(12, 12, memory_efficient=True)
     variables = _init(plain, x)
 
     def loss(module, params, x):
@@ -212,11 +214,11 @@ def test_memory_efficient_dense_block_same_numbers_fewer_saved_bytes():
     chex.assert_trees_all_close(grads[0], grads[1], rtol=1e-5, atol=1e-5)
     np.testing.assert_array_equal(_apply(plain, variables, x), _apply(efficient, variables, x))
     saved = [_residual_bytes(functools.partial(loss, m), variables["params"], x) for m in (plain, efficient)]
-    # Without remat each layer keeps its concatenated input's normalized copy and its 4k-wide bottleneck output;
-    # with it, only the narrow per-layer outputs (which the concatenation needs anyway).
+    # Without remat each layer keeps its concatenated input and that input's normalized copy; with it, only the
+    # narrow per-layer outputs (which the concatenation needs anyway) and the bottleneck.
     assert saved[1] <= 0.5 * saved[0], saved
     # Linear, not quadratic, growth: doubling the layers at most ~doubles what memory_efficient keeps.
-    deeper = blocks.DenseBlock(12, 12, memory_efficient=True)
+    deeper = blocks.DenseBlock(24, 12, memory_efficient=True)
     deeper_vars = jax.eval_shape(deeper.init, jax.random.key(0), x)
     deeper_saved = _residual_bytes(
         lambda v, x: jnp.sum(deeper.apply(v, x, train=True, mutable=["batch_stats"])[0]),
@@ -233,3 +235,47 @@ def test_hybrid_block_concats_inside_and_adds_outside():
     strided = blocks.HybridBlock(32, strides=2, growth_rate=4)
     out = _apply(strided, _init(strided, x), x)
     chex.assert_shape(out, (2, 3, 3, 32))
+
+
+@pytest.mark.parametrize("shape", [(8, 5, 7, 6), (4, 6)])  # NHWC activations, and (N, C) features
+def test_batch_norm_training_matches_torch_autograd(shape):
+    """Output, running statistics and gradients (x, γ, β) of a training-mode BatchNorm against torch's."""
+    from fusionjax.layers import BatchNorm
+
+    rng = np.random.default_rng(0)
+    x = (rng.normal(size=shape) * 3 + 2).astype(np.float32)
+    weights = rng.normal(size=shape).astype(np.float32)  # the loss is sum(weights · y)
+    scale = rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32)
+    bias = rng.normal(size=shape[-1]).astype(np.float32)
+    running = {"mean": rng.normal(size=shape[-1]).astype(np.float32),
+               "var": rng.uniform(0.5, 1.5, shape[-1]).astype(np.float32)}
+
+    def loss(params, x):
+        y, updates = BatchNorm().apply({"params": params, "batch_stats": running}, x, train=True,
+                                       mutable=["batch_stats"])
+        return (y * weights).sum(), (y, updates["batch_stats"])
+
+    (_, (y, stats)), (dparams, dx) = jax.jit(jax.value_and_grad(loss, argnums=(0, 1), has_aux=True))(
+        {"scale": scale, "bias": bias}, x)
+
+    channels_first = (0, len(shape) - 1, *range(1, len(shape) - 1))  # NHWC → NCHW (identity for (N, C))
+    reference = torch.nn.BatchNorm2d(shape[-1]) if len(shape) == 4 else torch.nn.BatchNorm1d(shape[-1])
+    with torch.no_grad():
+        reference.weight.copy_(torch.from_numpy(scale))
+        reference.bias.copy_(torch.from_numpy(bias))
+        reference.running_mean.copy_(torch.from_numpy(running["mean"]))
+        reference.running_var.copy_(torch.from_numpy(running["var"]))
+    x_torch = torch.from_numpy(x.transpose(channels_first)).requires_grad_()
+    y_torch = reference.train()(x_torch)
+    (y_torch * torch.from_numpy(weights.transpose(channels_first))).sum().backward()
+    back = np.argsort(channels_first)
+
+    np.testing.assert_allclose(y, y_torch.detach().numpy().transpose(back), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, x_torch.grad.numpy().transpose(back), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dparams["scale"], reference.weight.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dparams["bias"], reference.bias.grad.numpy(), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(stats["mean"], reference.running_mean.numpy(), rtol=1e-6, atol=1e-6)
+    # torch's running variance uses the unbiased batch variance, Flax's (and so fusionjax's) the biased one.
+    count = x.size // shape[-1]
+    biased = (reference.running_var.numpy() - 0.9 * running["var"]) * (count - 1) / count + 0.9 * running["var"]
+    np.testing.assert_allclose(stats["var"], biased, rtol=1e-5, atol=1e-6)
