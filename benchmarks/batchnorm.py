@@ -28,9 +28,9 @@ def float64_reference(x, scale, bias, weights):
     """y and the gradients of sum(weights · y), in float64."""
     x, scale, bias, weights = (np.asarray(a, np.float64) for a in (x, scale, bias, weights))
     axes, count = (0, 1, 2), x.size // x.shape[-1]
-    x_hat = (x - x.mean(axes)) / np.sqrt(x.var(axes) + EPSILON)
-    dx = (scale / np.sqrt(x.var(axes) + EPSILON) / count) * (
-        count * weights - weights.sum(axes) - x_hat * (weights * x_hat).sum(axes))
+    inv = 1 / np.sqrt(x.var(axes) + EPSILON)
+    x_hat = (x - x.mean(axes)) * inv
+    dx = (scale * inv / count) * (count * weights - weights.sum(axes) - x_hat * (weights * x_hat).sum(axes))
     return x_hat * scale + bias, dx, (weights * x_hat).sum(axes), weights.sum(axes)
 
 

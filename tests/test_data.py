@@ -271,16 +271,11 @@ def test_eval_covers_every_example_once_with_a_padding_mask(cifar10_archive):
 
 @pytest.mark.parametrize("dataset,size,num_classes", [("cifar10", 32, 10), ("cifar100", 32, 100),
                                                       ("imagenette", 64, 10), ("imagenet2012", 48, 1000)])
-def test_tfds_mock_data_through_the_pipeline(tmp_path, monkeypatch, no_network, dataset, size, num_classes):
-    from tensorflow_datasets.testing import mocking
-
-    # tfds 4.9.10's mock sets __getitems__ (batched reads) on a MagicMock, which does not bind it to the data
-    # source, so it receives the keys as `self`; real array_record sources are unaffected.
-    monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[key] for key in keys])
+def test_tfds_mock_data_through_the_pipeline(tmp_path, tfds_mock_data, no_network, dataset, size, num_classes):
     augment = "cifar" if dataset.startswith("cifar") else "inception"
     config = make_config(dataset, data_dir=str(tmp_path), image_size=size, augment=augment,
                          eval_split="test" if dataset.startswith("cifar") else "validation")
-    with tfds.testing.mock_data(num_examples=12):
+    with tfds_mock_data(num_examples=12):
         info = data.dataset_info(config)
         train = take(data.train_batches(config, seed=0, global_batch_size=6), 3)
         evaluation = list(data.eval_batches(config, global_batch_size=8))

@@ -536,21 +536,16 @@ SHALLOW_FOR_CPU = {
 
 @pytest.mark.slow
 @pytest.mark.parametrize("name", [name for name in cli.shipped_configs() if name != "digits"])
-def test_every_shipped_config_trains_on_tfds_mock_data(name, tmp_path, monkeypatch):
+def test_every_shipped_config_trains_on_tfds_mock_data(name, tmp_path, tfds_mock_data):
     """Each recipe as shipped (model, optimizer, schedule, augmentation, data set) through ``train_and_evaluate``,
     shrunk only where a CPU test must be: 2 steps of 8 examples, ImageNet-sized inputs at 64 px, no input worker
     processes, and the depths of ``SHALLOW_FOR_CPU``."""
-    import tensorflow_datasets as tfds
-    from tensorflow_datasets.testing import mocking
-
-    # tfds 4.9.10's mock binds __getitems__ wrongly (see test_data.test_tfds_mock_data_through_the_pipeline).
-    monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[key] for key in keys])
     config = cli.load_config(name)
     config.model_overrides.update(SHALLOW_FOR_CPU.get(name, {}))
     config.update(data_dir=str(tmp_path / "data"), batch_size=8, eval_batch_size=8, num_train_steps=2,
                   warmup_epochs=min(config.warmup_epochs, 0.5), input_workers=0, progress_bar=False,
                   image_size=None if config.dataset.startswith("cifar") else 64)
-    with tfds.testing.mock_data(num_examples=16):
+    with tfds_mock_data(num_examples=16):
         state = trainer.train_and_evaluate(config, tmp_path / "run")
     assert int(state.step) == 2
     records = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
