@@ -14,7 +14,9 @@ import jax
 import jax.numpy as jnp
 
 from fusionjax.fusion import add, concat
-from fusionjax.layers import BatchNorm, Conv2d, DropPath, Dtype, ModuleDef, avg_pool, global_avg_pool
+from fusionjax.layers import (
+    BatchNorm, Conv2d, DropPath, Dtype, ModuleDef, avg_pool, global_avg_pool, materialized,
+)
 
 
 class SqueezeExcite(nn.Module):
@@ -86,9 +88,12 @@ class ResidualBlock(nn.Module):
         return self._norm("downsample_bn")(y, train)
 
     def _merge(self, branch: jax.Array, shortcut: jax.Array, train: bool) -> jax.Array:
+        """The block's output: shortcut + branch, then ``act`` unless the block is pre-activated."""
         if self.se_reduction:
             branch = SqueezeExcite(self.se_reduction, self.dtype, name="se")(branch)
-        return add(shortcut, DropPath(self.drop_path)(branch, train))
+        out = add(shortcut, DropPath(self.drop_path)(branch, train))
+        # The residual stream, stored once: else XLA:CPU recomputes it from the stage's first block in every reader.
+        return materialized(out if self.preactivated else self.act(out))
 
 
 class BasicBlock(ResidualBlock):
@@ -100,7 +105,7 @@ class BasicBlock(ResidualBlock):
         y = self.act(self._norm("bn1")(y, train))
         y = self._conv(self.features, 3, "conv2")(y)
         y = self._norm("bn2", zero=self.zero_init_last)(y, train)
-        return self.act(self._merge(y, self._shortcut(x, x, train, with_norm=True), train))
+        return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
 
 
 class Bottleneck(ResidualBlock):
@@ -120,7 +125,7 @@ class Bottleneck(ResidualBlock):
         y = self._conv(width, 3, "conv2", strides=self.strides, groups=self.groups)(y)
         y = self.act(self._norm("bn2")(y, train))
         y = self._norm("bn3", zero=self.zero_init_last)(self._conv(self.out_features, 1, "conv3")(y), train)
-        return self.act(self._merge(y, self._shortcut(x, x, train, with_norm=True), train))
+        return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
 
 
 class PreActBasicBlock(ResidualBlock):
@@ -292,4 +297,4 @@ class HybridBlock(ResidualBlock):
             features.append(layer(features, train))
         y = self._conv(self.features, 1, "fuse_conv", strides=self.strides)(concat(*features[1:]))
         y = self._norm("fuse_bn", zero=self.zero_init_last)(y, train)
-        return self.act(self._merge(y, self._shortcut(x, x, train, with_norm=True), train))
+        return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)

@@ -279,3 +279,36 @@ def test_batch_norm_training_matches_torch_autograd(shape):
     count = x.size // shape[-1]
     biased = (reference.running_var.numpy() - 0.9 * running["var"]) * (count - 1) / count + 0.9 * running["var"]
     np.testing.assert_allclose(stats["var"], biased, rtol=1e-5, atol=1e-6)
+
+
+@pytest.mark.parametrize("window, strides, padding, size", [(3, 2, 1, 9), (3, 2, 1, 8), (2, 2, 0, 6), (3, 1, 1, 5)])
+def test_max_pool_gradients_match_torch_autograd(window, strides, padding, size):
+    """Output, reverse-mode gradient and forward-mode tangent of max_pool against torch's, ties included.
+
+    After a ReLU and rounding most windows hold several equal maxima; torch gives the gradient to the first in
+    row-major order, and so must fusionjax (an even split, as ``jnp.maximum`` differentiates, would fail here).
+    """
+    from fusionjax.layers import max_pool
+
+    rng = np.random.default_rng(0)
+    x = np.maximum(np.round(rng.normal(size=(2, size, size + 1, 3)) * 2) / 2, 0).astype(np.float32)
+    pool = functools.partial(max_pool, window=window, strides=strides, padding=padding)
+    y = pool(x)
+    cotangent = rng.normal(size=y.shape).astype(np.float32)
+    tangent = rng.normal(size=x.shape).astype(np.float32)
+    (dx,) = jax.jit(jax.vjp(pool, x)[1])(cotangent)
+    _, dy = jax.jvp(pool, (x,), (tangent,))
+
+    def nchw(a):
+        return torch.from_numpy(np.ascontiguousarray(a.transpose(0, 3, 1, 2)))
+
+    torch_pool = functools.partial(torch.nn.functional.max_pool2d, kernel_size=window, stride=strides,
+                                   padding=padding)
+    x_torch = nchw(x).requires_grad_()
+    y_torch = torch_pool(x_torch)
+    y_torch.backward(nchw(cotangent))
+    _, dy_torch = torch.func.jvp(torch_pool, (nchw(x),), (nchw(tangent),))
+    assert np.sum(y == 0) >= 3  # windows of zeros only (x ≥ 0): the ties this test is about
+    np.testing.assert_array_equal(y, y_torch.detach().numpy().transpose(0, 2, 3, 1))
+    np.testing.assert_allclose(dx, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(dy, dy_torch.numpy().transpose(0, 2, 3, 1))
