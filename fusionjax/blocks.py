@@ -222,7 +222,8 @@ class DenseLayer(nn.Module):
             y = self.act(self.norm(dtype=self.dtype, name="norm2")(y, train))
             y = self.conv(self.growth_rate, 3, dtype=self.dtype, name="conv2", **last_init)(y)
         y = nn.Dropout(self.drop_rate, deterministic=not train)(y)
-        return DropPath(self.drop_path)(y, train)
+        # Every later layer adds to this feature's gradient; stored once, the sum is not recomputed by its readers.
+        return materialized(DropPath(self.drop_path)(y, train))
 
 
 class DenseBlock(nn.Module):

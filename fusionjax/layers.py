@@ -200,7 +200,8 @@ def max_pool(x: jax.Array, window: int = 3, strides: int = 2, padding: int = 1) 
     transposes it into strided additions: 3× faster on XLA:CPU than the ``select_and_scatter`` that
     differentiating ``reduce_window`` gives (benchmarks/RESULTS.md).
     """
-    return _max_pool(x, window, strides, padding)
+    # materialized: the gradients arriving and leaving are each stored once, not recomputed per window cell.
+    return materialized(_max_pool(materialized(x), window, strides, padding))
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))

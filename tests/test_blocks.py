@@ -312,3 +312,55 @@ def test_max_pool_gradients_match_torch_autograd(window, strides, padding, size)
     np.testing.assert_array_equal(y, y_torch.detach().numpy().transpose(0, 2, 3, 1))
     np.testing.assert_allclose(dx, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-6, atol=1e-6)
     np.testing.assert_array_equal(dy, dy_torch.numpy().transpose(0, 2, 3, 1))
+
+
+def _entry_instructions(fn, *args) -> list[str]:
+    """The compiled program's top-level instructions (XLA:CPU, as the suite's flags configure it)."""
+    entry = jax.jit(fn).lower(*args).compile().as_text().split("\nENTRY ")[1]
+    return [line.strip() for line in entry.splitlines() if " = " in line]
+
+
+def test_residual_stream_is_stored_once_not_recomputed_by_every_later_block():
+    """XLA:CPU fuses cheap element-wise producers into each consumer; down a residual stream that recomputes every
+    earlier block's BN→add→ReLU inside each later one. With ``layers.materialized`` at each block's output the widest
+    fusion of a training step's gradient stays the same size however deep the stage (without it: 13, 22 and 42
+    operands at 2, 4 and 8 blocks)."""
+    import re
+
+    class Stage(flax.linen.Module):
+        depth: int
+
+        @flax.linen.compact
+        def __call__(self, x):
+            for _ in range(self.depth):
+                x = blocks.BasicBlock(8)(x, train=True)
+            return x
+
+    def widest_fusion(depth):
+        stage, x = Stage(depth), jnp.ones((4, 8, 8, 8))
+        variables = stage.init(jax.random.key(0), x)
+
+        def loss(params):
+            y, _ = stage.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, mutable=["batch_stats"])
+            return y.sum()
+
+        fusions = [line for line in _entry_instructions(jax.grad(loss), variables["params"]) if " fusion(" in line]
+        return max(len(re.findall(r"%[\w.\-]+", line.split(" fusion(")[1].split("), kind=")[0])) for line in fusions)
+
+    assert widest_fusion(8) <= widest_fusion(4)
+
+
+def test_one_by_one_conv_gradient_reads_activations_in_place():
+    """A 1×1 convolution's weight gradient is xᵀ·dy over N·H·W rows: no transposed copy of either operand (on the
+    4-D arrays XLA:CPU copied one into (channels, N·H·W): 35 copies, 45 % of a ResNet-50 step)."""
+    from fusionjax.layers import Conv2d
+
+    conv, x = Conv2d(32, kernel_size=1), jnp.ones((4, 8, 8, 16))
+    params = conv.init(jax.random.key(0), x)
+
+    def loss(params, x):
+        return (jax.nn.relu(conv.apply(params, jax.nn.relu(x * 2.0))) * 3.0).sum()
+
+    instructions = _entry_instructions(jax.grad(loss, argnums=(0, 1)), params, x)
+    assert any(" dot(" in line for line in instructions)
+    assert not [line for line in instructions if "transpose" in line.split(" = ")[0] or "copy" in line.split(" = ")[0]]
