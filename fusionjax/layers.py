@@ -55,7 +55,7 @@ class Conv2d(nn.Module):
             if s > 1:
                 x = x[:, ::s, ::s, :]
             # As a 2-D product, autodiff's weight gradient is x2dᵀ·dy2d, which XLA:CPU runs in place; on the 4-D
-            # arrays XLA first copies one operand into (channels, N·H·W) (up to 45 % of a ResNet-50 step).
+            # arrays XLA first copies one operand into (channels, N·H·W) (a quarter of a ResNet-50 step).
             rows = x.shape[:-1]
             y = jnp.dot(x.reshape(-1, in_features), kernel[0, 0]).reshape(*rows, self.features)
         else:
@@ -185,7 +185,7 @@ def materialized(x: jax.Array) -> jax.Array:
     XLA fuses cheap element-wise producers into each consumer, duplicating them. Down a residual stream
     (``relu(bn(conv(…)) + previous)`` block after block) that recomputes the whole stage inside every later block
     and inside every transposed copy that feeds a weight-gradient convolution, where the reads are strided:
-    up to half of a ResNet-20 training step on XLA:CPU (benchmarks/RESULTS.md). XLA does not duplicate a
+    a quarter of a ResNet-20 training step on XLA:CPU (benchmarks/RESULTS.md). XLA does not duplicate a
     division, and dividing by a one it cannot constant-fold (it sits behind an optimization barrier) changes no
     value: ``x / 1 == x`` for every float, and the cotangent is divided by one as well.
     """
@@ -197,7 +197,7 @@ def max_pool(x: jax.Array, window: int = 3, strides: int = 2, padding: int = 1) 
 
     Its derivative is PyTorch's too: each output's gradient goes to the first maximum of its window in row-major
     order. Defined as a JVP that gathers the tangent at those cells, so forward mode works, and reverse mode
-    transposes it into strided additions: 3× faster on XLA:CPU than the ``select_and_scatter`` that
+    transposes it into strided additions: about 4× faster on XLA:CPU than the ``select_and_scatter`` that
     differentiating ``reduce_window`` gives (benchmarks/RESULTS.md).
     """
     # materialized: the gradients arriving and leaving are each stored once, not recomputed per window cell.
@@ -227,11 +227,12 @@ def _max_pool_jvp(window, strides, padding, primals, tangents):
     out_shape = (n, (h + 2 * padding - window) // strides + 1, (w + 2 * padding - window) // strides + 1, c)
     cells = _window_cells(x, -jnp.inf, window, strides, padding, out_shape)
     # PyTorch's scan: a cell wins if it is larger than the best so far (or NaN); int8 keeps the residual small.
+    index_dtype = jnp.int8 if window * window <= 128 else jnp.int32
     y = next(cells)
-    winner = jnp.zeros(out_shape, jnp.int8)
+    winner = jnp.zeros(out_shape, index_dtype)
     for index, cell in enumerate(cells, start=1):
         better = (cell > y) | jnp.isnan(cell)
-        y, winner = jnp.where(better, cell, y), jnp.where(better, jnp.int8(index), winner)
+        y, winner = jnp.where(better, cell, y), jnp.where(better, jnp.asarray(index, index_dtype), winner)
     zero = jnp.zeros((), dx.dtype)
     tangent_cells = _window_cells(dx, zero, window, strides, padding, out_shape)
     dy = sum(jnp.where(winner == index, cell, zero) for index, cell in enumerate(tangent_cells))
