@@ -71,19 +71,20 @@ def _compiled(fn, *args, donate: tuple[int, ...] = ()):
     return compiled, seconds, (analysis or {}).get("flops")
 
 
-def jax_variants(name: str, batch: int, size: int, dtype) -> list[Variant]:
+def synthetic_inputs(name: str, batch: int, size: int, dtype=jnp.float32):
+    """The model, a batch of standard-normal images with random labels, and its initialized variables."""
     model = fusionjax.create_model(name, dtype=dtype)
-    num_classes = fusionjax.get_model_spec(name).num_classes
     rng = np.random.default_rng(0)
     x = jnp.asarray(rng.standard_normal((batch, size, size, 3)), dtype)
-    labels = jnp.asarray(rng.integers(0, num_classes, batch))
-    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
+    labels = jnp.asarray(rng.integers(0, fusionjax.get_model_spec(name).num_classes, batch))
+    return model, x, labels, jax.jit(model.init)(jax.random.key(0), x[:1])
 
-    forward, forward_s, forward_flops = _compiled(lambda v, x: model.apply(v, x, train=False), variables, x)
-    folded_model, folded_variables = fold_batchnorm(model, variables)
-    folded, folded_s, folded_flops = _compiled(lambda v, x: folded_model.apply(v, x), folded_variables, x)
 
-    tx = optax.sgd(LR, momentum=MOMENTUM)
+def sgd_train_step(model, tx):
+    """The training step both sides time: forward and backward with BatchNorm in train mode, then ``tx``'s update.
+
+    A new function on each call, so each gets its own trace (jax caches traces per function).
+    """
 
     def train_step(state, x, labels):
         params, batch_stats, opt_state = state
@@ -97,6 +98,19 @@ def jax_variants(name: str, batch: int, size: int, dtype) -> list[Variant]:
         (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
         updates, opt_state = tx.update(grads, opt_state, params)
         return (optax.apply_updates(params, updates), batch_stats, opt_state), loss
+
+    return train_step
+
+
+def jax_variants(name: str, batch: int, size: int, dtype) -> list[Variant]:
+    model, x, labels, variables = synthetic_inputs(name, batch, size, dtype)
+
+    forward, forward_s, forward_flops = _compiled(lambda v, x: model.apply(v, x, train=False), variables, x)
+    folded_model, folded_variables = fold_batchnorm(model, variables)
+    folded, folded_s, folded_flops = _compiled(lambda v, x: folded_model.apply(v, x), folded_variables, x)
+
+    tx = optax.sgd(LR, momentum=MOMENTUM)
+    train_step = sgd_train_step(model, tx)
 
     # copies: the step donates its state, and the forward variants keep reading ``variables``
     state = jax.tree.map(jnp.copy, (variables["params"], variables["batch_stats"], tx.init(variables["params"])))

@@ -15,41 +15,16 @@ import time
 
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
-import fusionjax
+from benchmarks.compare import CPU_SHAPES, LR, MOMENTUM, sgd_train_step, synthetic_inputs
 from fusionjax import blocks, layers
-
-SHAPES = {"resnet20": (128, 32), "resnet18": (16, 224), "resnet50": (16, 224), "densenet121": (16, 224)}
-
-
-def compiled_step(model, state, x, labels, tx):
-    """A freshly traced SGD step (jax caches traces per function, so each variant needs its own)."""
-
-    def step(state, x, labels):
-        params, batch_stats, opt_state = state
-
-        def loss_fn(params):
-            logits, updates = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                                          mutable=["batch_stats"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, labels).mean(), updates["batch_stats"]
-
-        (loss, batch_stats), grads = jax.value_and_grad(loss_fn, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), loss
-
-    return jax.jit(step).lower(state, x, labels).compile()
 
 
 def measure(name: str, rounds: int) -> str:
-    batch, size = SHAPES[name]
-    model = fusionjax.create_model(name)
-    rng = np.random.default_rng(0)
-    x = jnp.asarray(rng.standard_normal((batch, size, size, 3)), jnp.float32)
-    labels = jnp.asarray(rng.integers(0, fusionjax.get_model_spec(name).num_classes, batch))
-    variables = jax.jit(model.init)(jax.random.key(0), x[:1])
-    tx = optax.sgd(0.1, momentum=0.9)
+    batch, size = CPU_SHAPES[name]
+    model, x, labels, variables = synthetic_inputs(name, batch, size)
+    tx = optax.sgd(LR, momentum=MOMENTUM)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
 
     shipped = layers.materialized
@@ -57,10 +32,10 @@ def measure(name: str, rounds: int) -> str:
     for label, store in (("materialized", shipped), ("identity", lambda value: value)):
         blocks.materialized = layers.materialized = store
         try:
-            steps[label] = compiled_step(model, state, x, labels, tx)
+            steps[label] = jax.jit(sgd_train_step(model, tx)).lower(state, x, labels).compile()
         finally:
             blocks.materialized = layers.materialized = shipped
-    params = {label: step(state, x, labels)[0] for label, step in steps.items()}
+    params = {label: step(state, x, labels)[0][0] for label, step in steps.items()}
     difference = max(float(jnp.max(jnp.abs(a - b))) for a, b in
                      zip(jax.tree.leaves(params["materialized"]), jax.tree.leaves(params["identity"])))
 
@@ -80,7 +55,7 @@ def measure(name: str, rounds: int) -> str:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--models", default="resnet20,resnet50,densenet121",
-                        help=f"comma-separated, from {', '.join(SHAPES)}")
+                        help=f"comma-separated, from {', '.join(CPU_SHAPES)}")
     parser.add_argument("--rounds", type=int, default=6, help="timed steps of each variant, alternating")
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__}, {jax.devices()[0].platform}; training step ms, median (min)")
