@@ -2,9 +2,9 @@
 
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python -m benchmarks.materialized [--models resnet20,resnet50]
 
-The models store each residual block's output, each DenseNet layer's new feature map and ``max_pool``'s input and
-output once (``layers.materialized``); without it XLA fuses each of these cheap element-wise values into every
-reader and recomputes it there (benchmarks/RESULTS.md, attempt 16). Both programs are compiled from fresh traces
+The models store each residual block's output, each DenseNet layer's new feature map and ``max_pool``'s input
+once (``layers.materialized``); without it XLA fuses each of these cheap element-wise values into every reader and
+recomputes it there (benchmarks/RESULTS.md, attempt 16). Both programs are compiled from fresh traces
 in one process and timed alternately; the script prints the median and minimum step times, their ratio, and the
 largest difference between the parameters the two steps produce (the division by one changes no value).
 """

@@ -1,0 +1,97 @@
+"""Two layer-level levers of benchmarks/RESULTS.md, each against what it replaced (attempts 14 and 15).
+
+    XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python -m benchmarks.layers [--rounds 10]
+
+- The weight gradient of a 1×1 convolution (16×56×56×64 → 256, ResNet-50's first bottleneck) from autodiff of the
+  product over 2-D arrays (``fusionjax.layers.Conv2d``) and over the 4-D arrays, after the same element-wise
+  producers a network has; XLA:CPU copies one operand of the 4-D form into (channels, N·H·W) first.
+- ``fusionjax.layers.max_pool`` forward and backward (16×112×112×64, ResNet-50's stem) against Flax's
+  ``nn.max_pool`` and torch's ``max_pool2d`` on channels_last.
+
+Medians and minimums in ms, jit calls and torch calls alternating.
+"""
+
+import os
+
+os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch loads its OpenMP runtime
+
+import argparse  # noqa: E402
+import statistics  # noqa: E402
+import time  # noqa: E402
+
+import flax.linen as nn  # noqa: E402
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+from jax import lax  # noqa: E402
+
+from fusionjax.layers import max_pool  # noqa: E402
+
+
+def time_alternating(calls: dict, rounds: int) -> dict:
+    for call in calls.values():
+        call()
+    times = {label: [] for label in calls}
+    for round_ in range(rounds):
+        for label in (list(calls) if round_ % 2 == 0 else list(calls)[::-1]):
+            start = time.perf_counter()
+            calls[label]()
+            times[label].append((time.perf_counter() - start) * 1e3)
+    return {label: f"{statistics.median(t):.1f} ({min(t):.1f})" for label, t in times.items()}
+
+
+def one_by_one_weight_gradient(rounds: int) -> dict:
+    keys = jax.random.split(jax.random.key(0), 3)
+    x = jax.random.normal(keys[0], (16, 56, 56, 64))
+    dy = jax.random.normal(keys[1], (16, 56, 56, 256))
+    scale = jax.random.uniform(keys[2], (64,))
+
+    def gradient(product):
+        def weight_gradient(x, dy):
+            activations = jax.nn.relu(x * scale)  # the BN→ReLU a network puts before the convolution
+            return jax.vjp(lambda kernel: product(activations, kernel), jnp.zeros((64, 256)))[1](dy * 0.5)[0]
+        return jax.jit(weight_gradient)
+
+    four_d = gradient(lambda a, kernel: lax.dot_general(a, kernel, (((3,), (0,)), ((), ()))))
+    two_d = gradient(lambda a, kernel: (a.reshape(-1, 64) @ kernel).reshape(16, 56, 56, 256))
+    return time_alternating({"4-D product": lambda: four_d(x, dy).block_until_ready(),
+                             "2-D product (fusionjax)": lambda: two_d(x, dy).block_until_ready()}, rounds)
+
+
+def max_pool_forward_backward(rounds: int) -> dict:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    x = jax.nn.relu(jax.random.normal(jax.random.key(0), (16, 112, 112, 64)))
+    cotangent = jax.random.normal(jax.random.key(1), (16, 56, 56, 64))
+
+    def gradient(pool):
+        return jax.jit(lambda x: jax.vjp(pool, x)[1](cotangent)[0])
+
+    flax_pool = gradient(lambda x: nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))))
+    fusionjax_pool = gradient(max_pool)
+    x_torch = torch.from_numpy(jax.device_get(x).transpose(0, 3, 1, 2).copy()).contiguous(
+        memory_format=torch.channels_last).requires_grad_()
+    cotangent_torch = torch.from_numpy(jax.device_get(cotangent).transpose(0, 3, 1, 2).copy()).contiguous(
+        memory_format=torch.channels_last)
+
+    def torch_pool():
+        x_torch.grad = None
+        torch.nn.functional.max_pool2d(x_torch, 3, 2, 1).backward(cotangent_torch)
+
+    return time_alternating({"flax nn.max_pool": lambda: flax_pool(x).block_until_ready(),
+                             "fusionjax max_pool": lambda: fusionjax_pool(x).block_until_ready(),
+                             "torch channels_last": torch_pool}, rounds)
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=10, help="timed calls of each variant, alternating")
+    args = parser.parse_args(argv)
+    print(f"jax {jax.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; ms, median (min)")
+    for title, measure in (("1×1 weight gradient, 16×56×56×64 → 256", one_by_one_weight_gradient),
+                           ("max pool 3×3/2 forward + backward, 16×112×112×64", max_pool_forward_backward)):
+        print(f"{title}: " + "; ".join(f"{label} {ms}" for label, ms in measure(args.rounds).items()), flush=True)
+
+
+if __name__ == "__main__":
+    main()
