@@ -10,6 +10,11 @@ mode; the training step is forward, backward and an SGD-momentum update with Bat
 sides. On this shared 2-core machine a busy neighbour slows torch's OpenMP threads far more than XLA's, so the
 load average is recorded before and after, and minimums are reported beside medians.
 
+The forward is also timed the way ``fusionjax.deploy`` serves it: BatchNorm folded (``fold_batchnorm``), and
+folded and run in micro-batches (``micro_batched``, sizes in ``CPU_MICRO_BATCH``, picked from a sweep on this
+machine) so each layer's activations stay in cache; torch channels_last is timed in the same micro-batches too,
+so the table separates what the slicing gives from what the libraries do.
+
 On a GPU (``jax.devices()[0].platform == 'gpu'``) both sides compute in bfloat16 (torch: autocast), batches grow
 (256 for ResNet-50), and the table adds images/s and the fraction of the GPU's peak: the step's FLOPs from
 XLA's cost analysis × steps/s ÷ the device's dense bf16 peak.
@@ -37,12 +42,15 @@ import numpy as np  # noqa: E402
 import optax  # noqa: E402
 
 import fusionjax  # noqa: E402
-from fusionjax.deploy import fold_batchnorm  # noqa: E402
+from fusionjax.deploy import fold_batchnorm, micro_batched  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 # (batch, image size) on CPU and on GPU.
 CPU_SHAPES = {"resnet20": (128, 32), "resnet18": (16, 224), "resnet50": (16, 224), "densenet121": (16, 224)}
 GPU_SHAPES = {"resnet20": (1024, 32), "resnet18": (256, 224), "resnet50": (256, 224), "densenet121": (128, 224)}
+# Micro-batch of the deployed CPU forward: the fastest of those tried (ResNet-20: 8, 16, 32, 48; the others: 4, 8)
+# in 2026-11-24 sweeps on the 2-core machine (benchmarks/RESULTS.md, attempt 17).
+CPU_MICRO_BATCH = {"resnet20": 32, "resnet18": 8, "resnet50": 4, "densenet121": 4}
 # Dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's data sheets, matched against jax's device_kind.
 GPU_BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
 LR, MOMENTUM = 0.1, 0.9
@@ -102,12 +110,17 @@ def sgd_train_step(model, tx):
     return train_step
 
 
-def jax_variants(name: str, batch: int, size: int, dtype) -> list[Variant]:
+def jax_variants(name: str, batch: int, size: int, dtype, micro_batch: int | None) -> list[Variant]:
     model, x, labels, variables = synthetic_inputs(name, batch, size, dtype)
 
     forward, forward_s, forward_flops = _compiled(lambda v, x: model.apply(v, x, train=False), variables, x)
     folded_model, folded_variables = fold_batchnorm(model, variables)
     folded, folded_s, folded_flops = _compiled(lambda v, x: folded_model.apply(v, x), folded_variables, x)
+    deployed = []
+    if micro_batch:
+        sliced, sliced_s, sliced_flops = _compiled(micro_batched(folded_model.apply, micro_batch), folded_variables, x)
+        deployed.append(Variant("jax", "fusionjax folded + micro-batched", "forward",
+                                lambda: sliced(folded_variables, x).block_until_ready(), sliced_s, flops=sliced_flops))
 
     tx = optax.sgd(LR, momentum=MOMENTUM)
     train_step = sgd_train_step(model, tx)
@@ -126,6 +139,7 @@ def jax_variants(name: str, batch: int, size: int, dtype) -> list[Variant]:
                 flops=forward_flops),
         Variant("jax", "fusionjax folded BN", "forward", lambda: folded(folded_variables, x).block_until_ready(),
                 folded_s, flops=folded_flops),
+        *deployed,
         Variant("jax", "fusionjax", "train", run_train, train_s, flops=train_flops),
     ]
 
@@ -162,7 +176,8 @@ def torch_cifar_resnet(depth: int, num_classes: int = 10):
     return nn.Sequential(*layers)
 
 
-def torch_variants(name: str, batch: int, size: int, gpu: bool, with_compile: bool) -> list[Variant]:
+def torch_variants(name: str, batch: int, size: int, gpu: bool, with_compile: bool,
+                   micro_batch: int | None) -> list[Variant]:
     import torch
 
     from fusionjax.torch_compat import import_torchvision
@@ -181,12 +196,12 @@ def torch_variants(name: str, batch: int, size: int, gpu: bool, with_compile: bo
         module = getattr(tv.models, torchvision_name)() if torchvision_name else torch_cifar_resnet(int(name[6:]))
         return module.to(device, memory_format=memory_format)
 
-    def forward_fn(module, x):
+    def forward_fn(module, x, micro_batch=None):
         module.eval()
 
         def run():
             with torch.inference_mode(), autocast():
-                module(x)
+                torch.cat([module(part) for part in x.split(micro_batch)]) if micro_batch else module(x)
             sync()
 
         return run
@@ -211,6 +226,10 @@ def torch_variants(name: str, batch: int, size: int, gpu: bool, with_compile: bo
         x = images.contiguous(memory_format=memory_format)
         variants.append(Variant("torch", label, "forward", forward_fn(build(memory_format), x)))
         variants.append(Variant("torch", label, "train", train_fn(build(memory_format), x)))
+    if micro_batch:
+        x = images.contiguous(memory_format=torch.channels_last)
+        variants.append(Variant("torch", "torch channels_last micro-batched", "forward",
+                                forward_fn(build(torch.channels_last), x, micro_batch)))
     if with_compile:
         x = images.contiguous(memory_format=torch.channels_last)
         for mode, make in (("forward", forward_fn), ("train", train_fn)):
@@ -266,37 +285,45 @@ def gpu_peak() -> float | None:
 
 
 def tables(results: dict[str, list[Variant]], shapes: dict, gpu: bool) -> str:
-    torch_labels = ["torch NCHW", "torch channels_last", "torch.compile channels_last"]
+    jax_labels = ["fusionjax", "fusionjax folded BN", "fusionjax folded + micro-batched"]
+    torch_labels = ["torch NCHW", "torch channels_last", "torch channels_last micro-batched",
+                    "torch.compile channels_last"]
+    # (numerator, denominator, column heading)
+    ratios = [("fusionjax", "torch NCHW", "fusionjax ÷ NCHW"), ("fusionjax", "torch channels_last", "÷ channels_last"),
+              ("fusionjax", "torch.compile channels_last", "÷ compile"),
+              ("fusionjax folded BN", "torch channels_last", "folded ÷ channels_last"),
+              ("fusionjax folded + micro-batched", "torch channels_last", "folded + micro-batched ÷ channels_last"),
+              ("fusionjax folded + micro-batched", "torch channels_last micro-batched",
+               "÷ channels_last micro-batched")]
+    headings = ["fusionjax ms (median / min)", "folded BN", "folded + micro-batched", *torch_labels]
     lines = [
-        "| model | mode | batch | fusionjax ms (median / min) | folded BN | " + " | ".join(torch_labels)
-        + " | fusionjax ÷ NCHW | ÷ channels_last | ÷ compile | folded ÷ channels_last |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| model | mode | batch | " + " | ".join(headings + [heading for _, _, heading in ratios]) + " |",
+        "|---|---|---|" + "---|" * (len(headings) + len(ratios)),
     ]
     spreads = []
     for name, variants in results.items():
         for mode in ("forward", "train"):
-            find = lambda label: next((v for v in variants if v.label == label and v.mode == mode), None)  # noqa: E731
-            jax_v, folded = find("fusionjax"), find("fusionjax folded BN")
-            torch_vs = [find(label) for label in torch_labels]
+            found = {label: next((v for v in variants if v.label == label and v.mode == mode), None)
+                     for label in jax_labels + torch_labels}
             lines.append(
-                f"| {name} | {mode} | {shapes[name][0]} | {fmt_ms(jax_v)} | {fmt_ms(folded)} | "
-                + " | ".join(fmt_ms(v) for v in torch_vs) + " | "
-                + " | ".join(fmt_ratio(jax_v, v) for v in torch_vs) + f" | {fmt_ratio(folded, torch_vs[1])} |"
+                f"| {name} | {mode} | {shapes[name][0]} | " + " | ".join(fmt_ms(v) for v in found.values()) + " | "
+                + " | ".join(fmt_ratio(found[a], found[b]) for a, b, _ in ratios) + " |"
             )
             spreads += [f"{name} {v.mode} {v.label}: max/min {max(v.times) / min(v.times):.1f}"
-                        for v in [jax_v, folded, *torch_vs] if v is not None and v.times
-                        and max(v.times) > 2 * min(v.times)]
+                        for v in found.values() if v is not None and v.times and max(v.times) > 2 * min(v.times)]
     lines += ["", "Ratios: median ÷ median (min ÷ min); below 1 fusionjax is faster.", "",
               "CPU time per call (all threads of this process; less distorted by other processes than wall time):",
-              "", "| model | mode | " + " | ".join(["fusionjax", "folded BN", *torch_labels]) + " (min CPU ms) "
-              "| fusionjax ÷ NCHW | ÷ channels_last |", "|---|---|---|---|---|---|---|---|---|"]
+              "", "| model | mode | " + " | ".join(["fusionjax", *headings[1:]]) + " (min CPU ms) | fusionjax ÷ NCHW "
+              "| ÷ channels_last |",
+              "|---|---|" + "---|" * (len(headings) + 2)]
     for name, variants in results.items():
         for mode in ("forward", "train"):
             found = [next((v for v in variants if v.label == label and v.mode == mode and v.cpu_times), None)
-                     for label in ["fusionjax", "fusionjax folded BN", *torch_labels]]
+                     for label in jax_labels + torch_labels]
             cells = [f"{1e3 * min(v.cpu_times):.0f}" if v else "–" for v in found]
-            ratios = [f"{min(found[0].cpu_times) / min(v.cpu_times):.2f}" if found[0] and v else "–" for v in found[2:4]]
-            lines.append(f"| {name} | {mode} | " + " | ".join(cells + ratios) + " |")
+            jax_v, torch_vs = found[0], found[len(jax_labels):len(jax_labels) + 2]
+            cpu_ratios = [f"{min(jax_v.cpu_times) / min(v.cpu_times):.2f}" if jax_v and v else "–" for v in torch_vs]
+            lines.append(f"| {name} | {mode} | " + " | ".join(cells + cpu_ratios) + " |")
     lines += ["",
               "| model | variant | mode | compile / first call (s) |", "|---|---|---|---|"]
     for name, variants in results.items():
@@ -374,9 +401,10 @@ def main(argv: list[str] | None = None) -> None:
     for name in names:
         batch, size = shapes[name]
         print(f"{name}: batch {batch}, {size}×{size}: compiling…", flush=True)
-        variants = jax_variants(name, batch, size, dtype)
+        micro_batch = None if gpu else CPU_MICRO_BATCH[name]
+        variants = jax_variants(name, batch, size, dtype, micro_batch)
         if not args.jax_only:
-            variants += torch_variants(name, batch, size, gpu, not (args.quick or args.no_torch_compile))
+            variants += torch_variants(name, batch, size, gpu, not (args.quick or args.no_torch_compile), micro_batch)
         time_rounds(variants, rounds, args.warmup)
         results[name] = variants
         print(tables({name: variants}, shapes, gpu), flush=True)
@@ -387,6 +415,8 @@ def main(argv: list[str] | None = None) -> None:
         f"- command: `{' '.join(shlex.quote(a) for a in ['python', '-m', 'benchmarks.compare', *(argv or sys.argv[1:])])}`",
         *machine(),
         f"- {rounds} rounds, {args.warmup} warm-up; {'bfloat16 (torch autocast)' if gpu else 'float32'}",
+        *([] if gpu else ["- micro-batches of the micro-batched forwards: "
+                          + ", ".join(f"{name} {CPU_MICRO_BATCH[name]}" for name in names)]),
         "- load average (1, 5, 15 min): before " + ", ".join(f"{v:.2f}" for v in load_before)
         + "; after " + ", ".join(f"{v:.2f}" for v in load_after),
         "",

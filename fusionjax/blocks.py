@@ -93,7 +93,7 @@ class ResidualBlock(nn.Module):
             branch = SqueezeExcite(self.se_reduction, self.dtype, name="se")(branch)
         out = add(shortcut, DropPath(self.drop_path)(branch, train))
         # The residual stream, stored once: else XLA:CPU recomputes it from the stage's first block in every reader.
-        return materialized(out if self.preactivated else self.act(out))
+        return materialized(out if self.preactivated else self.act(out), train)
 
 
 class BasicBlock(ResidualBlock):
@@ -223,7 +223,7 @@ class DenseLayer(nn.Module):
             y = self.conv(self.growth_rate, 3, dtype=self.dtype, name="conv2", **last_init)(y)
         y = nn.Dropout(self.drop_rate, deterministic=not train)(y)
         # Every later layer adds to this feature's gradient; stored once, the sum is not recomputed by its readers.
-        return materialized(DropPath(self.drop_path)(y, train))
+        return materialized(DropPath(self.drop_path)(y, train), train)
 
 
 class DenseBlock(nn.Module):

@@ -26,7 +26,8 @@ class Conv2d(nn.Module):
     ``padding`` defaults to ``kernel_size // 2`` on every side (what torchvision's models use), never 'SAME':
     with a stride of 2, 'SAME' pads asymmetrically and gives other numbers than PyTorch. A 1×1 convolution runs
     as a matrix product over channels (after a strided slice when ``strides > 1``), which XLA:CPU runs 2.5–3×
-    faster than ``lax.conv`` with the same result (see ``../shared/notes``).
+    faster than ``lax.conv`` with the same result (see ``../shared/notes``); so does a 3×3 stride-1 convolution
+    over at most 3 input channels (an image stem), over its im2col patches.
     """
 
     features: int
@@ -58,6 +59,19 @@ class Conv2d(nn.Module):
             # arrays XLA first copies one operand into (channels, N·H·W) (a quarter of a ResNet-50 step).
             rows = x.shape[:-1]
             y = jnp.dot(x.reshape(-1, in_features), kernel[0, 0]).reshape(*rows, self.features)
+        elif self.groups == 1 and s == 1 and k <= 3 and in_features <= 3:
+            # An image stem (RGB or grey, 3×3, stride 1): XLA:CPU's convolution kernels are slow over so few
+            # channels; one product of the k·k shifted copies (im2col) with the kernel is 1.5–2.6× faster,
+            # forward and weight gradient (benchmarks/RESULTS.md, attempt 18). Not for strided or 7×7 stems,
+            # where the copies cost more than they save.
+            n, h, w, _ = x.shape
+            padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
+            h_out, w_out = h + 2 * pad - k + 1, w + 2 * pad - k + 1
+            patches = jnp.concatenate(
+                [padded[:, i : i + h_out, j : j + w_out, :] for i in range(k) for j in range(k)], axis=-1
+            )
+            y = jnp.dot(patches.reshape(-1, k * k * in_features), kernel.reshape(-1, self.features))
+            y = y.reshape(n, h_out, w_out, self.features)
         else:
             y = lax.conv_general_dilated(
                 x,
@@ -179,17 +193,23 @@ class DropPath(nn.Module):
         return jnp.where(mask, x / keep, jnp.zeros_like(x))
 
 
-def materialized(x: jax.Array) -> jax.Array:
+def materialized(x: jax.Array, train: bool) -> jax.Array:
     """``x``, computed once and read from memory by all its consumers; the same numbers and the same gradient.
 
     XLA fuses cheap element-wise producers into each consumer, duplicating them. Down a residual stream
     (``relu(bn(conv(…)) + previous)`` block after block) that recomputes the whole stage inside every later block
     and inside every transposed copy that feeds a weight-gradient convolution, where the reads are strided:
     a quarter of a ResNet-20 training step on XLA:CPU (benchmarks/RESULTS.md). XLA does not duplicate a
-    division, and dividing by a one it cannot constant-fold (it sits behind an optimization barrier) changes no
+    division, and dividing by ones it cannot constant-fold (they sit behind an optimization barrier) changes no
     value: ``x / 1 == x`` for every float, and the cotangent is divided by one as well.
+
+    ``train`` says which program this is part of. In a training step a scalar one suffices and is the faster of
+    the two (ResNet-50's step 4–6 % faster than with a full-size divisor). In an evaluation forward XLA turns the
+    division by a scalar into a multiplication by its reciprocal, which it does duplicate, so there the divisor is
+    an array of ones the size of ``x`` (never stored: once the barrier is gone it is a broadcast constant).
     """
-    return x / lax.optimization_barrier(jnp.ones((), x.dtype))
+    ones = jnp.ones((), x.dtype) if train else jnp.ones_like(x)
+    return x / lax.optimization_barrier(ones)
 
 
 def max_pool(x: jax.Array, window: int = 3, strides: int = 2, padding: int = 1) -> jax.Array:
@@ -202,8 +222,9 @@ def max_pool(x: jax.Array, window: int = 3, strides: int = 2, padding: int = 1) 
     """
     # materialized: the gradient leaving (a sum over window cells) is stored once, not recomputed by each reader.
     # Storing the output too measured the same in the models and made the pool alone 3.7× slower (XLA then
-    # recomputes the winning cells inside the backward's fusion).
-    return _max_pool(materialized(x), window, strides, padding)
+    # recomputes the winning cells inside the backward's fusion). An evaluation forward stores the input without
+    # help (XLA does not fuse the producer into the reduce-window), so the training form serves both.
+    return _max_pool(materialized(x, train=True), window, strides, padding)
 
 
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1, 2, 3))

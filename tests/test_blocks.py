@@ -326,18 +326,20 @@ def _entry_instructions(fn, *args) -> list[str]:
     return [line.strip() for line in entry.splitlines() if " = " in line]
 
 
-def test_residual_stream_is_stored_once_not_recomputed_by_every_later_block():
+@pytest.mark.parametrize("train", [True, False])
+def test_residual_stream_is_stored_once_not_recomputed_by_every_later_block(train):
     """XLA:CPU fuses cheap element-wise producers into each consumer; down a residual stream that recomputes every
     earlier block's BN→add→ReLU inside each later one. With ``layers.materialized`` at each block's output the
-    widest fusion of a training step's gradient stays the same size however deep the stage (without it: 13, 22
-    and 42 operands at 2, 4 and 8 blocks)."""
+    widest fusion stays the same size however deep the stage, in a training step's gradient and in an evaluation
+    forward (without it: 13, 22 and 42 operands at 2, 4 and 8 blocks; the training form in an evaluation forward:
+    22 and 42)."""
     class Stage(flax.linen.Module):
         depth: int
 
         @flax.linen.compact
         def __call__(self, x):
             for _ in range(self.depth):
-                x = blocks.BasicBlock(8)(x, train=True)
+                x = blocks.BasicBlock(8)(x, train=train)
             return x
 
     def widest_fusion(depth):
@@ -348,7 +350,11 @@ def test_residual_stream_is_stored_once_not_recomputed_by_every_later_block():
             y, _ = stage.apply({"params": params, "batch_stats": variables["batch_stats"]}, x, mutable=["batch_stats"])
             return y.sum()
 
-        fusions = [line for line in _entry_instructions(jax.grad(loss), variables["params"]) if " fusion(" in line]
+        if train:
+            instructions = _entry_instructions(jax.grad(loss), variables["params"])
+        else:
+            instructions = _entry_instructions(stage.apply, variables, x)
+        fusions = [line for line in instructions if " fusion(" in line]
         return max(len(re.findall(r"%[\w.\-]+", line.split(" fusion(")[1].split("), kind=")[0])) for line in fusions)
 
     assert widest_fusion(8) <= widest_fusion(4)
@@ -368,3 +374,31 @@ def test_one_by_one_conv_gradient_reads_activations_in_place():
     instructions = _entry_instructions(jax.grad(loss, argnums=(0, 1)), params, x)
     assert any(" dot(" in line for line in instructions)
     assert not [line for line in instructions if "transpose" in line.split(" = ")[0] or "copy" in line.split(" = ")[0]]
+
+
+@pytest.mark.parametrize("in_features, padding, strides", [(3, 1, 1), (1, 1, 1), (3, 0, 1), (3, 1, 2), (4, 1, 1)])
+def test_stem_conv_matches_torch_autograd(in_features, padding, strides):
+    """A 3×3 convolution over ≤ 3 channels at stride 1 runs as one product over im2col patches; it, and the
+    convolutions just outside that rule, give torch's output and gradients (kernel and input) to 1e-5."""
+    from fusionjax.layers import Conv2d
+
+    conv = Conv2d(8, kernel_size=3, strides=strides, padding=padding)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 9, 7, in_features)).astype(np.float32)
+    params = conv.init(jax.random.key(0), x)
+    y, backward = jax.vjp(lambda p, x: conv.apply(p, x), params, x)
+    cotangent = rng.normal(size=y.shape).astype(np.float32)
+    d_params, dx = backward(cotangent)
+
+    kernel = torch.from_numpy(np.asarray(params["params"]["kernel"]).transpose(3, 2, 0, 1).copy()).requires_grad_()
+    x_torch = torch.from_numpy(x.transpose(0, 3, 1, 2).copy()).requires_grad_()
+    y_torch = torch.nn.functional.conv2d(x_torch, kernel, stride=strides, padding=padding)
+    y_torch.backward(torch.from_numpy(cotangent.transpose(0, 3, 1, 2).copy()))
+    np.testing.assert_allclose(y, y_torch.detach().numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(d_params["params"]["kernel"], kernel.grad.numpy().transpose(2, 3, 1, 0),
+                               rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(dx, x_torch.grad.numpy().transpose(0, 2, 3, 1), rtol=1e-5, atol=1e-5)
+    as_product = in_features <= 3 and strides == 1
+    instructions = _entry_instructions(lambda p, x: conv.apply(p, x), params, x)
+    assert any(" dot(" in line for line in instructions) == as_product
+    assert any(" convolution(" in line for line in instructions) != as_product

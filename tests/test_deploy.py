@@ -1,4 +1,5 @@
-"""BatchNorm folding (fusionjax.deploy): the folded model computes what the unfolded one does, with fewer ops.
+"""fusionjax.deploy: the folded model computes what the unfolded one does, with fewer ops; micro-batched
+evaluation computes what one call on the whole batch does.
 
 References: the unfolded model in eval mode (the spec: outputs within 1e-5 relative), PyTorch's own
 ``torch.nn.utils.fusion.fuse_conv_bn_weights`` for the folded kernels and biases, and closed-form counts of the
@@ -16,7 +17,7 @@ import pytest
 from flax import traverse_util
 
 import fusionjax
-from fusionjax.deploy import fold_batchnorm, folding_plan
+from fusionjax.deploy import fold_batchnorm, folding_plan, micro_batched
 from fusionjax.layers import GroupNorm
 
 # max |folded − unfolded| ≤ RTOL · max |unfolded| over the logits: float32 rounding of a reassociated product.
@@ -150,3 +151,50 @@ def test_bad_inputs_raise_clear_errors():
     x = jnp.zeros((1, 32, 32, 3))
     with pytest.raises(ValueError, match="inference only"):
         jax.eval_shape(functools.partial(folded_model.apply, train=True), folded_variables, x)
+
+
+@pytest.mark.parametrize("batch, micro_batch", [(10, 4), (12, 4), (3, 4), (5, 4)])
+def test_micro_batched_numpy_reference(batch, micro_batch):
+    """Slices in order, the shorter last slice, a batch smaller than one slice and a pytree output, against NumPy."""
+    x = np.random.default_rng(0).standard_normal((batch, 3, 2)).astype(np.float32)
+    weights = np.arange(6, dtype=np.float32).reshape(3, 2)
+
+    def fn(w, x):
+        return {"weighted": (x * w).sum(axis=(1, 2)), "doubled": 2 * x}
+
+    out = jax.jit(micro_batched(fn, micro_batch))(jnp.asarray(weights), jnp.asarray(x))
+    np.testing.assert_allclose(out["weighted"], (x * weights).sum(axis=(1, 2)), rtol=1e-6)
+    np.testing.assert_array_equal(out["doubled"], 2 * x)
+
+
+def test_micro_batched_model_equals_whole_batch():
+    """ResNet-20's evaluation forward (folded too) in slices of 4 over 10 images equals one call on all 10."""
+    model = fusionjax.create_model("resnet20")
+    variables = random_variables(model, 32)
+    folded_model, folded_variables = fold_batchnorm(model, variables)
+    x = jax.random.normal(jax.random.key(1), (10, 32, 32, 3))
+
+    def forward(v, x):
+        return model.apply(v, x, train=False)
+
+    @jax.jit
+    def all_four(variables, folded_variables, x):
+        return (forward(variables, x), micro_batched(forward, 4)(variables, x),
+                folded_model.apply(folded_variables, x), micro_batched(folded_model.apply, 4)(folded_variables, x))
+
+    whole, sliced, folded_whole, folded_sliced = map(np.asarray, all_four(variables, folded_variables, x))
+    assert sliced.shape == (10, 10)
+    np.testing.assert_allclose(sliced, whole, rtol=0, atol=RTOL * np.abs(whole).max())
+    np.testing.assert_allclose(folded_sliced, whole, rtol=0, atol=RTOL * np.abs(whole).max())
+    np.testing.assert_allclose(folded_whole, whole, rtol=0, atol=RTOL * np.abs(whole).max())
+
+
+@pytest.mark.parametrize("micro_batch", [0, -2, 2.5, True])
+def test_micro_batched_rejects_bad_sizes(micro_batch):
+    with pytest.raises(ValueError, match="micro_batch must be a positive int"):
+        micro_batched(lambda v, x: x, micro_batch)
+
+
+def test_micro_batched_rejects_a_scalar():
+    with pytest.raises(ValueError, match="leading batch axis"):
+        micro_batched(lambda v, x: x, 2)(None, jnp.float32(1.0))
