@@ -49,7 +49,7 @@ RESULTS = Path(__file__).with_name("RESULTS.md")
 CPU_SHAPES = {"resnet20": (128, 32), "resnet18": (16, 224), "resnet50": (16, 224), "densenet121": (16, 224)}
 GPU_SHAPES = {"resnet20": (1024, 32), "resnet18": (256, 224), "resnet50": (256, 224), "densenet121": (128, 224)}
 # Micro-batch of the deployed CPU forward: the fastest of those tried (ResNet-20: 8, 16, 32, 48; the others: 4, 8)
-# in 2026-11-24 sweeps on the 2-core machine (benchmarks/RESULTS.md, attempt 20).
+# in 2026-11-24 sweeps on the 2-core machine (benchmarks/RESULTS.md, attempt 17).
 CPU_MICRO_BATCH = {"resnet20": 32, "resnet18": 8, "resnet50": 4, "densenet121": 4}
 # Dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's data sheets, matched against jax's device_kind.
 GPU_BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
