@@ -1,4 +1,4 @@
-"""Inference folding: eval-mode BatchNorm folded into the convolution that feeds it.
+"""Deployment: eval-mode BatchNorm folded into the convolution that feeds it, and micro-batched evaluation.
 
 In evaluation a BatchNorm is a per-channel affine map, ``y = x·a + b`` with ``a = γ/√(σ²+ε)`` and
 ``b = β − μ·a``. When ``x`` is a convolution's output, ``a`` scales the convolution's kernel (its output
@@ -209,7 +209,7 @@ def micro_batched(fn: Callable, micro_batch: int) -> Callable:
     The returned function takes and returns what ``fn`` does, outputs (any pytree of arrays with the batch first)
     concatenated in order. Every layer then reads and writes activations a few megabytes in size, which can stay
     in the CPU's caches: on the 2-core machine of benchmarks/RESULTS.md (attempt 17), DenseNet-121's evaluation
-    forward at batch 16 ran 11–12 % faster in slices of 4, ResNet-50's 2–8 %, ResNet-20's at batch 128 1–20 % in
+    forward at batch 16 ran 11–12 % faster in slices of 4, ResNet-50's 0–8 %, ResNet-20's at batch 128 0–20 % in
     slices of 32 (most when other processes load the memory bus); torch gains about as much from the same slicing.
     A batch that ``micro_batch`` does not divide ends with one shorter slice (compiled as a second, smaller
     program inside the same jit).
