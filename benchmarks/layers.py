@@ -1,4 +1,5 @@
-"""Two layer-level levers of benchmarks/RESULTS.md, each against what it replaced (attempts 14 and 15).
+"""Layer-level levers of benchmarks/RESULTS.md, each against what it replaced and against torch (attempts 14, 15,
+18 and 20).
 
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python -m benchmarks.layers [--rounds 10]
 
@@ -7,6 +8,10 @@
   producers a network has; XLA:CPU copies one operand of the 4-D form into (channels, N·H·W) first.
 - ``fusionjax.layers.max_pool`` forward and backward (16×112×112×64, ResNet-50's stem) against Flax's
   ``nn.max_pool`` and torch's ``max_pool2d`` on channels_last.
+- ResNet-20's stem (128×32×32×3 → 16), forward and forward + weight gradient: XLA's convolution, ``Conv2d``'s
+  im2col product and torch channels_last.
+- Each 3×3 convolution shape of ResNet-20 at batch 128, forward alone: XLA's convolution against torch
+  channels_last (oneDNN), which is where ResNet-20's forward loses to torch.
 
 Medians and minimums in ms, jit calls and torch calls alternating.
 """
@@ -16,6 +21,7 @@ import os
 os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch loads its OpenMP runtime
 
 import argparse  # noqa: E402
+import functools  # noqa: E402
 import statistics  # noqa: E402
 import time  # noqa: E402
 
@@ -24,7 +30,7 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 from jax import lax  # noqa: E402
 
-from fusionjax.layers import max_pool  # noqa: E402
+from fusionjax.layers import Conv2d, max_pool  # noqa: E402
 
 
 def time_alternating(calls: dict, rounds: int) -> dict:
@@ -83,13 +89,85 @@ def max_pool_forward_backward(rounds: int) -> dict:
                              "torch channels_last": torch_pool}, rounds)
 
 
+def _nchw(a, torch):
+    return torch.from_numpy(jax.device_get(a).transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
+
+
+def _xla_convolution(strides: int = 1):
+    return lambda x, kernel: lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
+def stem_convolution(rounds: int) -> dict:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    keys = jax.random.split(jax.random.key(0), 2)
+    x = jax.random.normal(keys[0], (128, 32, 32, 3))
+    dy = jax.random.normal(keys[1], (128, 32, 32, 16))
+    stem = Conv2d(16)
+    params = stem.init(jax.random.key(2), x)
+    kernel = params["params"]["kernel"]
+    forms = {"XLA convolution": _xla_convolution(), "Conv2d im2col": lambda x, k: stem.apply({"params": {"kernel": k}}, x)}
+    calls = {}
+    for label, form in forms.items():
+        forward = jax.jit(form)
+        # the output too, as in a network (else XLA drops the forward convolution the weight gradient does not need)
+        weight_gradient = jax.jit(functools.partial(lambda form, x, k: (lambda y, vjp: (y, vjp(dy)[0]))(
+            *jax.vjp(lambda k: form(x, k), k)), form))
+        calls[f"{label} forward"] = functools.partial(lambda f: f(x, kernel).block_until_ready(), forward)
+        calls[f"{label} forward + weight gradient"] = functools.partial(
+            lambda f: jax.block_until_ready(f(x, kernel)), weight_gradient)
+    x_torch, dy_torch = _nchw(x, torch), _nchw(dy, torch)
+    kernel_torch = torch.from_numpy(jax.device_get(kernel).transpose(3, 2, 0, 1).copy()).requires_grad_()
+
+    def torch_forward():
+        with torch.inference_mode():
+            torch.nn.functional.conv2d(x_torch, kernel_torch.detach(), padding=1)
+
+    def torch_weight_gradient():
+        kernel_torch.grad = None
+        torch.nn.functional.conv2d(x_torch, kernel_torch, padding=1).backward(dy_torch)
+
+    calls["torch forward"], calls["torch forward + weight gradient"] = torch_forward, torch_weight_gradient
+    return time_alternating(calls, rounds)
+
+
+# ResNet-20's 3×3 convolutions: (image size, in channels, out channels, stride), batch 128.
+RESNET20_CONVOLUTIONS = [(32, 16, 16, 1), (32, 16, 32, 2), (16, 32, 32, 1), (16, 32, 64, 2), (8, 64, 64, 1)]
+
+
+def convolution_forward(size: int, in_features: int, features: int, strides: int, rounds: int) -> dict:
+    import torch
+
+    torch.set_num_threads(os.cpu_count())
+    keys = jax.random.split(jax.random.key(0), 2)
+    x = jax.random.normal(keys[0], (128, size, size, in_features))
+    kernel = jax.random.normal(keys[1], (3, 3, in_features, features))
+    convolution = jax.jit(_xla_convolution(strides))
+    x_torch = _nchw(x, torch)
+    kernel_torch = torch.from_numpy(jax.device_get(kernel).transpose(3, 2, 0, 1).copy())
+
+    def torch_forward():
+        with torch.inference_mode():
+            torch.nn.functional.conv2d(x_torch, kernel_torch, stride=strides, padding=1)
+
+    return time_alternating({"XLA convolution": lambda: convolution(x, kernel).block_until_ready(),
+                             "torch channels_last": torch_forward}, rounds)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=10, help="timed calls of each variant, alternating")
     args = parser.parse_args(argv)
     print(f"jax {jax.__version__}; XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}; ms, median (min)")
-    for title, measure in (("1×1 weight gradient, 16×56×56×64 → 256", one_by_one_weight_gradient),
-                           ("max pool 3×3/2 forward + backward, 16×112×112×64", max_pool_forward_backward)):
+    measures = [("1×1 weight gradient, 16×56×56×64 → 256", one_by_one_weight_gradient),
+                ("max pool 3×3/2 forward + backward, 16×112×112×64", max_pool_forward_backward),
+                ("ResNet-20 stem, 128×32×32×3 → 16", stem_convolution)]
+    measures += [(f"3×3/{strides} convolution forward, 128×{size}×{size}×{cin} → {cout}",
+                  functools.partial(convolution_forward, size, cin, cout, strides))
+                 for size, cin, cout, strides in RESNET20_CONVOLUTIONS]
+    for title, measure in measures:
         print(f"{title}: " + "; ".join(f"{label} {ms}" for label, ms in measure(args.rounds).items()), flush=True)
 
 

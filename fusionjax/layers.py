@@ -61,9 +61,9 @@ class Conv2d(nn.Module):
             y = jnp.dot(x.reshape(-1, in_features), kernel[0, 0]).reshape(*rows, self.features)
         elif self.groups == 1 and s == 1 and k <= 3 and in_features <= 3:
             # An image stem (RGB or grey, 3×3, stride 1): XLA:CPU's convolution kernels are slow over so few
-            # channels; one product of the k·k shifted copies (im2col) with the kernel is 1.5–2.6× faster,
-            # forward and weight gradient (benchmarks/RESULTS.md, attempt 18). Not for strided or 7×7 stems,
-            # where the copies cost more than they save.
+            # channels; one product of the k·k shifted copies (im2col) with the kernel runs ResNet-20's forward stem
+            # 1.5× faster, with its weight gradient 1.1× (benchmarks/RESULTS.md, attempt 18). Not for strided or
+            # 7×7 stems, where the copies cost more than they save.
             n, h, w, _ = x.shape
             padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
             h_out, w_out = h + 2 * pad - k + 1, w + 2 * pad - k + 1
