@@ -63,6 +63,16 @@ def one_by_one_weight_gradient(rounds: int) -> dict:
                              "2-D product (fusionjax)": lambda: two_d(x, dy).block_until_ready()}, rounds)
 
 
+def _nchw(a, torch):
+    nchw = torch.from_numpy(jax.device_get(a).transpose(0, 3, 1, 2).copy())
+    return nchw.contiguous(memory_format=torch.channels_last)
+
+
+def _xla_convolution(strides: int = 1):
+    return lambda x, kernel: lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
+                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
+
+
 def max_pool_forward_backward(rounds: int) -> dict:
     import torch
 
@@ -75,10 +85,7 @@ def max_pool_forward_backward(rounds: int) -> dict:
 
     flax_pool = gradient(lambda x: nn.max_pool(x, (3, 3), (2, 2), ((1, 1), (1, 1))))
     fusionjax_pool = gradient(max_pool)
-    x_torch = torch.from_numpy(jax.device_get(x).transpose(0, 3, 1, 2).copy()).contiguous(
-        memory_format=torch.channels_last).requires_grad_()
-    cotangent_torch = torch.from_numpy(jax.device_get(cotangent).transpose(0, 3, 1, 2).copy()).contiguous(
-        memory_format=torch.channels_last)
+    x_torch, cotangent_torch = _nchw(x, torch).requires_grad_(), _nchw(cotangent, torch)
 
     def torch_pool():
         x_torch.grad = None
@@ -87,15 +94,6 @@ def max_pool_forward_backward(rounds: int) -> dict:
     return time_alternating({"flax nn.max_pool": lambda: flax_pool(x).block_until_ready(),
                              "fusionjax max_pool": lambda: fusionjax_pool(x).block_until_ready(),
                              "torch channels_last": torch_pool}, rounds)
-
-
-def _nchw(a, torch):
-    return torch.from_numpy(jax.device_get(a).transpose(0, 3, 1, 2).copy()).contiguous(memory_format=torch.channels_last)
-
-
-def _xla_convolution(strides: int = 1):
-    return lambda x, kernel: lax.conv_general_dilated(x, kernel, (strides, strides), ((1, 1), (1, 1)),
-                                                      dimension_numbers=("NHWC", "HWIO", "NHWC"))
 
 
 def stem_convolution(rounds: int) -> dict:
@@ -108,16 +106,19 @@ def stem_convolution(rounds: int) -> dict:
     stem = Conv2d(16)
     params = stem.init(jax.random.key(2), x)
     kernel = params["params"]["kernel"]
-    forms = {"XLA convolution": _xla_convolution(), "Conv2d im2col": lambda x, k: stem.apply({"params": {"kernel": k}}, x)}
+    def with_weight_gradient(form):
+        def run(x, kernel):
+            y, backward = jax.vjp(lambda kernel: form(x, kernel), kernel)
+            return y, backward(dy)[0]  # the output too, as in a network: else XLA drops the forward convolution
+
+        return jax.jit(run)
+
+    forms = {"XLA convolution": _xla_convolution(),
+             "Conv2d im2col": lambda x, kernel: stem.apply({"params": {"kernel": kernel}}, x)}
     calls = {}
     for label, form in forms.items():
-        forward = jax.jit(form)
-        # the output too, as in a network (else XLA drops the forward convolution the weight gradient does not need)
-        weight_gradient = jax.jit(functools.partial(lambda form, x, k: (lambda y, vjp: (y, vjp(dy)[0]))(
-            *jax.vjp(lambda k: form(x, k), k)), form))
-        calls[f"{label} forward"] = functools.partial(lambda f: f(x, kernel).block_until_ready(), forward)
-        calls[f"{label} forward + weight gradient"] = functools.partial(
-            lambda f: jax.block_until_ready(f(x, kernel)), weight_gradient)
+        for suffix, program in (("forward", jax.jit(form)), ("forward + weight gradient", with_weight_gradient(form))):
+            calls[f"{label} {suffix}"] = functools.partial(lambda f: jax.block_until_ready(f(x, kernel)), program)
     x_torch, dy_torch = _nchw(x, torch), _nchw(dy, torch)
     kernel_torch = torch.from_numpy(jax.device_get(kernel).transpose(3, 2, 0, 1).copy()).requires_grad_()
 
