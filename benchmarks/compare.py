@@ -226,12 +226,11 @@ def torch_variants(name: str, batch: int, size: int, gpu: bool, with_compile: bo
         x = images.contiguous(memory_format=memory_format)
         variants.append(Variant("torch", label, "forward", forward_fn(build(memory_format), x)))
         variants.append(Variant("torch", label, "train", train_fn(build(memory_format), x)))
+    x = images.contiguous(memory_format=torch.channels_last)
     if micro_batch:
-        x = images.contiguous(memory_format=torch.channels_last)
         variants.append(Variant("torch", "torch channels_last micro-batched", "forward",
                                 forward_fn(build(torch.channels_last), x, micro_batch)))
     if with_compile:
-        x = images.contiguous(memory_format=torch.channels_last)
         for mode, make in (("forward", forward_fn), ("train", train_fn)):
             label = "torch.compile channels_last"
             try:

@@ -33,7 +33,8 @@ from jax import lax  # noqa: E402
 from fusionjax.layers import Conv2d, max_pool  # noqa: E402
 
 
-def time_alternating(calls: dict, rounds: int) -> dict:
+def alternating_times(calls: dict, rounds: int) -> dict[str, list[float]]:
+    """ms of each call per round after one warm-up call each, the order reversed every other round."""
     for call in calls.values():
         call()
     times = {label: [] for label in calls}
@@ -42,6 +43,11 @@ def time_alternating(calls: dict, rounds: int) -> dict:
             start = time.perf_counter()
             calls[label]()
             times[label].append((time.perf_counter() - start) * 1e3)
+    return times
+
+
+def time_alternating(calls: dict, rounds: int) -> dict[str, str]:
+    times = alternating_times(calls, rounds)
     return {label: f"{statistics.median(t):.1f} ({min(t):.1f})" for label, t in times.items()}
 
 

@@ -13,14 +13,15 @@ from the identity's results (parameters after one step; logits), which the divis
 """
 
 import argparse
+import functools
 import statistics
-import time
 
 import jax
 import jax.numpy as jnp
 import optax
 
 from benchmarks.compare import CPU_SHAPES, LR, MOMENTUM, sgd_train_step, synthetic_inputs
+from benchmarks.layers import alternating_times
 from fusionjax import blocks, layers
 
 
@@ -32,16 +33,6 @@ def compile_with(store, fn, *args):
         return jax.jit(fn).lower(*args).compile()
     finally:
         blocks.materialized = layers.materialized = shipped
-
-
-def time_alternating(programs: dict, args: tuple, rounds: int) -> dict:
-    times = {label: [] for label in programs}
-    for round_ in range(rounds):
-        for label in (list(programs) if round_ % 2 == 0 else list(programs)[::-1]):
-            start = time.perf_counter()
-            jax.block_until_ready(programs[label](*args))
-            times[label].append(time.perf_counter() - start)
-    return times
 
 
 def rows(name: str, rounds: int) -> list[str]:
@@ -71,9 +62,10 @@ def rows(name: str, rounds: int) -> list[str]:
         ("eval", forwards, (variables, x), lambda program: program(variables, x)),
     ):
         difference = largest_difference({label: result(program) for label, program in programs.items()})
-        times = time_alternating(programs, args, rounds)
+        times = alternating_times({label: functools.partial(lambda p: jax.block_until_ready(p(*args)), program)
+                                   for label, program in programs.items()}, rounds)
         base = statistics.median(times["identity"])
-        cells = [f"{statistics.median(times[label]) * 1e3:.0f} ({min(times[label]) * 1e3:.0f}), "
+        cells = [f"{statistics.median(times[label]):.0f} ({min(times[label]):.0f}), "
                  f"×{statistics.median(times[label]) / base:.2f}" if label in times else "–"
                  for label in ("identity", "scalar divisor", "materialized")]
         out.append(f"| {name} | {mode} | {batch} | " + " | ".join(cells) + f" | {difference:.1e} |")
