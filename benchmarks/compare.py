@@ -15,9 +15,16 @@ folded and run in micro-batches (``micro_batched``, sizes in ``CPU_MICRO_BATCH``
 machine) so each layer's activations stay in cache; torch channels_last is timed in the same micro-batches too,
 so the table separates what the slicing gives from what the libraries do.
 
-On a GPU (``jax.devices()[0].platform == 'gpu'``) both sides compute in bfloat16 (torch: autocast), batches grow
-(256 for ResNet-50), and the table adds images/s and the fraction of the GPU's peak: the step's FLOPs from
-XLA's cost analysis × steps/s ÷ the device's dense bf16 peak.
+Where JAX has more than one device, the forward and the training step are also timed with the batch split over
+all of them ("batch over devices": data parallel, BatchNorm statistics over the whole batch). On a CPU that means
+one XLA device per core, ``XLA_FLAGS="--xla_force_host_platform_device_count=2 ..."`` (what ``--cpu_devices 2``
+does for ``fusionjax-train`` and ``fusionjax-eval``); the other variants run on the first device alone, unchanged.
+
+Every variant's images/s and model FLOP/s follow the timing tables; the model FLOPs of a forward or a training
+step are XLA's count for the *lowered* fusionjax program (what the model asks for, the same on every backend,
+before a backend rewrites it), used for the torch variants of the same model too. On a GPU
+(``jax.devices()[0].platform == 'gpu'``) both sides compute in bfloat16 (torch: autocast), batches grow (256 for
+ResNet-50), and the throughput table adds the fraction of the GPU's dense bf16 peak.
 """
 
 import os
@@ -40,6 +47,8 @@ import jax  # noqa: E402
 import jax.numpy as jnp  # noqa: E402
 import numpy as np  # noqa: E402
 import optax  # noqa: E402
+from jax.sharding import NamedSharding  # noqa: E402
+from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import fusionjax  # noqa: E402
 from fusionjax.deploy import fold_batchnorm, micro_batched  # noqa: E402
@@ -54,6 +63,7 @@ CPU_MICRO_BATCH = {"resnet20": 32, "resnet18": 8, "resnet50": 4, "densenet121": 
 # Dense bf16 tensor-core peaks (FLOP/s) from NVIDIA's data sheets, matched against jax's device_kind.
 GPU_BF16_PEAK = {"H200": 989e12, "H100 PCIe": 756e12, "H100": 989e12, "A100": 312e12, "L4": 121e12}
 LR, MOMENTUM = 0.1, 0.9
+SHARDED = "fusionjax, batch over devices"
 
 
 @dataclass
@@ -67,16 +77,19 @@ class Variant:
     compile_s: float = 0.0  # lowering + compiling (JAX) or the first call (torch.compile)
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)  # CPU seconds this process used per call (all threads)
-    flops: float | None = None  # per call, from XLA's cost analysis
+    flops: float | None = None  # per call, the model's (fusionjax's plain variants only)
 
 
 def _compiled(fn, *args, donate: tuple[int, ...] = ()):
+    """The compiled program, seconds to lower and compile, and the lowered program's FLOPs.
+
+    Counted before compilation: a backend may rewrite what it counts (cuDNN calls on GPU), and the count of a
+    ``lax.map`` loop covers one slice only; the plain variants' counts serve as the model's.
+    """
     start = time.perf_counter()
-    compiled = jax.jit(fn, donate_argnums=donate).lower(*args).compile()
-    seconds = time.perf_counter() - start
-    analysis = compiled.cost_analysis()
-    analysis = analysis[0] if isinstance(analysis, (list, tuple)) else analysis
-    return compiled, seconds, (analysis or {}).get("flops")
+    lowered = jax.jit(fn, donate_argnums=donate).lower(*args)
+    compiled = lowered.compile()
+    return compiled, time.perf_counter() - start, lowered.cost_analysis().get("flops")
 
 
 def synthetic_inputs(name: str, batch: int, size: int, dtype=jnp.float32):
@@ -110,38 +123,48 @@ def sgd_train_step(model, tx):
     return train_step
 
 
-def jax_variants(name: str, batch: int, size: int, dtype, micro_batch: int | None) -> list[Variant]:
-    model, x, labels, variables = synthetic_inputs(name, batch, size, dtype)
-
+def forward_and_train(label: str, model, x, labels, variables) -> list[Variant]:
+    """The eval forward and the SGD training step of ``model`` on ``x``, compiled for wherever ``x`` lies."""
     forward, forward_s, forward_flops = _compiled(lambda v, x: model.apply(v, x, train=False), variables, x)
-    folded_model, folded_variables = fold_batchnorm(model, variables)
-    folded, folded_s, folded_flops = _compiled(lambda v, x: folded_model.apply(v, x), folded_variables, x)
-    deployed = []
-    if micro_batch:
-        sliced, sliced_s, sliced_flops = _compiled(micro_batched(folded_model.apply, micro_batch), folded_variables, x)
-        deployed.append(Variant("jax", "fusionjax folded + micro-batched", "forward",
-                                lambda: sliced(folded_variables, x).block_until_ready(), sliced_s, flops=sliced_flops))
-
     tx = optax.sgd(LR, momentum=MOMENTUM)
-    train_step = sgd_train_step(model, tx)
-
     # copies: the step donates its state, and the forward variants keep reading ``variables``
     state = jax.tree.map(jnp.copy, (variables["params"], variables["batch_stats"], tx.init(variables["params"])))
-    train, train_s, train_flops = _compiled(train_step, state, x, labels, donate=(0,))
+    train, train_s, train_flops = _compiled(sgd_train_step(model, tx), state, x, labels, donate=(0,))
     holder = {"state": state}
 
     def run_train():
         holder["state"], loss = train(holder["state"], x, labels)
         loss.block_until_ready()
 
-    return [
-        Variant("jax", "fusionjax", "forward", lambda: forward(variables, x).block_until_ready(), forward_s,
-                flops=forward_flops),
-        Variant("jax", "fusionjax folded BN", "forward", lambda: folded(folded_variables, x).block_until_ready(),
-                folded_s, flops=folded_flops),
-        *deployed,
-        Variant("jax", "fusionjax", "train", run_train, train_s, flops=train_flops),
-    ]
+    return [Variant("jax", label, "forward", lambda: forward(variables, x).block_until_ready(), forward_s,
+                    flops=forward_flops),
+            Variant("jax", label, "train", run_train, train_s, flops=train_flops)]
+
+
+def jax_variants(name: str, batch: int, size: int, dtype, micro_batch: int | None) -> list[Variant]:
+    model, x, labels, variables = synthetic_inputs(name, batch, size, dtype)
+    plain_forward, plain_train = forward_and_train("fusionjax", model, x, labels, variables)
+
+    folded_model, folded_variables = fold_batchnorm(model, variables)
+    folded, folded_s, _ = _compiled(lambda v, x: folded_model.apply(v, x), folded_variables, x)
+    deployed = [Variant("jax", "fusionjax folded BN", "forward",
+                        lambda: folded(folded_variables, x).block_until_ready(), folded_s)]
+    if micro_batch:
+        sliced, sliced_s, _ = _compiled(micro_batched(folded_model.apply, micro_batch), folded_variables, x)
+        deployed.append(Variant("jax", "fusionjax folded + micro-batched", "forward",
+                                lambda: sliced(folded_variables, x).block_until_ready(), sliced_s))
+
+    sharded = []
+    if jax.device_count() > 1 and batch % jax.device_count() == 0:
+        mesh = jax.make_mesh((jax.device_count(),), ("batch",))
+        split, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
+        sharded = forward_and_train(SHARDED, model, jax.device_put(x, split), jax.device_put(labels, split),
+                                    jax.device_put(variables, replicated))
+        for variant in sharded:
+            variant.flops = None  # the model's count is the single-device program's
+    elif jax.device_count() > 1:
+        print(f"{name}: batch {batch} does not split over {jax.device_count()} devices; no sharded variants")
+    return [plain_forward, *deployed, *sharded[:1], plain_train, *sharded[1:]]
 
 
 def torch_cifar_resnet(depth: int, num_classes: int = 10):
@@ -283,8 +306,8 @@ def gpu_peak() -> float | None:
     return next((peak for key, peak in GPU_BF16_PEAK.items() if key in kind), None)
 
 
-def tables(results: dict[str, list[Variant]], shapes: dict, gpu: bool) -> str:
-    jax_labels = ["fusionjax", "fusionjax folded BN", "fusionjax folded + micro-batched"]
+def tables(results: dict[str, list[Variant]], batches: dict[str, int], gpu: bool) -> str:
+    jax_labels = ["fusionjax", "fusionjax folded BN", "fusionjax folded + micro-batched", SHARDED]
     torch_labels = ["torch NCHW", "torch channels_last", "torch channels_last micro-batched",
                     "torch.compile channels_last"]
     # (numerator, denominator, column heading)
@@ -293,8 +316,10 @@ def tables(results: dict[str, list[Variant]], shapes: dict, gpu: bool) -> str:
               ("fusionjax folded BN", "torch channels_last", "folded ÷ channels_last"),
               ("fusionjax folded + micro-batched", "torch channels_last", "folded + micro-batched ÷ channels_last"),
               ("fusionjax folded + micro-batched", "torch channels_last micro-batched",
-               "÷ channels_last micro-batched")]
-    headings = ["fusionjax ms (median / min)", "folded BN", "folded + micro-batched", *torch_labels]
+               "÷ channels_last micro-batched"),
+              (SHARDED, "torch channels_last", "batch over devices ÷ channels_last")]
+    headings = ["fusionjax ms (median / min)", "folded BN", "folded + micro-batched", "batch over devices",
+                *torch_labels]
     lines = [
         "| model | mode | batch | " + " | ".join(headings + [heading for _, _, heading in ratios]) + " |",
         "|---|---|---|" + "---|" * (len(headings) + len(ratios)),
@@ -305,7 +330,7 @@ def tables(results: dict[str, list[Variant]], shapes: dict, gpu: bool) -> str:
             found = {label: next((v for v in variants if v.label == label and v.mode == mode), None)
                      for label in jax_labels + torch_labels}
             lines.append(
-                f"| {name} | {mode} | {shapes[name][0]} | " + " | ".join(fmt_ms(v) for v in found.values()) + " | "
+                f"| {name} | {mode} | {batches[name]} | " + " | ".join(fmt_ms(v) for v in found.values()) + " | "
                 + " | ".join(fmt_ratio(found[a], found[b]) for a, b, _ in ratios) + " |"
             )
             spreads += [f"{name} {v.mode} {v.label}: max/min {max(v.times) / min(v.times):.1f}"
@@ -329,17 +354,20 @@ def tables(results: dict[str, list[Variant]], shapes: dict, gpu: bool) -> str:
         for v in variants:
             if v.compile_s:
                 lines.append(f"| {name} | {v.label} | {v.mode} | {v.compile_s:.1f} |")
-    if gpu:
-        peak = gpu_peak()
-        lines += ["", "| model | variant | mode | images/s (median) | model TFLOP/s | fraction of bf16 peak |",
-                  "|---|---|---|---|---|---|"]
-        for name, variants in results.items():
-            for v in variants:
-                if v.times:
-                    per_s = shapes[name][0] / statistics.median(v.times)
-                    tflops = f"{v.flops * per_s / shapes[name][0] / 1e12:.0f}" if v.flops else "–"
-                    frac = f"{v.flops * per_s / shapes[name][0] / peak:.2f}" if v.flops and peak else "–"
-                    lines.append(f"| {name} | {v.label} | {v.mode} | {per_s:.0f} | {tflops} | {frac} |")
+    peak = gpu_peak() if gpu else None
+    lines += ["", "| model | variant | mode | images/s (median) | model GFLOP/s" + (" | fraction of bf16 peak |"
+                                                                                 if gpu else " |"),
+              "|---|---|---|---|---|" + ("---|" if gpu else "")]
+    for name, variants in results.items():
+        model_flops = {v.mode: v.flops for v in variants if v.flops}
+        for v in variants:
+            if v.times:
+                calls_per_s = 1 / statistics.median(v.times)
+                flops_per_s = model_flops[v.mode] * calls_per_s if v.mode in model_flops else None
+                cells = [f"{batches[name] * calls_per_s:.0f}", f"{flops_per_s / 1e9:.0f}" if flops_per_s else "–"]
+                if gpu:
+                    cells.append(f"{flops_per_s / peak:.2f}" if flops_per_s and peak else "–")
+                lines.append(f"| {name} | {v.label} | {v.mode} | " + " | ".join(cells) + " |")
     if spreads:
         lines += ["", "Spread over 2× (distrust these): " + "; ".join(spreads) + "."]
     return "\n".join(lines)
@@ -358,7 +386,8 @@ def machine() -> list[str]:
         pass
     device = jax.devices()[0]
     return [
-        f"- machine: {cpu}, {os.cpu_count()} cores; JAX device: {device.platform} ({device.device_kind})",
+        f"- machine: {cpu}, {os.cpu_count()} cores; JAX devices: {jax.device_count()} × {device.platform} "
+        f"({device.device_kind})",
         f"- versions: python {platform.python_version()}, jax {jax.__version__}, flax {flax.__version__}, "
         f"optax {optax.__version__}, torch {torch.__version__}, torchvision {import_torchvision().__version__}",
         f"- environment: XLA_FLAGS={os.environ.get('XLA_FLAGS', '')!r}, "
@@ -369,6 +398,10 @@ def machine() -> list[str]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--models", default=",".join(CPU_SHAPES), help="comma-separated, from " + ", ".join(CPU_SHAPES))
+    per_model = {platform: ", ".join(f"{name} {batch}" for name, (batch, _) in shapes.items())
+                 for platform, shapes in (("CPU", CPU_SHAPES), ("GPU", GPU_SHAPES))}
+    parser.add_argument("--batch", type=int, help="one batch size for every model (default, per model: "
+                        + "; ".join(f"{platform} {sizes}" for platform, sizes in per_model.items()) + ")")
     parser.add_argument("--rounds", type=int, default=7, help="timed calls of every variant (default 7)")
     parser.add_argument("--warmup", type=int, default=1, help="untimed calls before the rounds (default 1)")
     parser.add_argument("--quick", action="store_true", help="3 rounds, no torch.compile, nothing appended")
@@ -384,6 +417,8 @@ def main(argv: list[str] | None = None) -> None:
     rounds = 3 if args.quick else args.rounds
     if rounds < 1:
         parser.error("--rounds must be at least 1")
+    if args.batch is not None and args.batch < 1:
+        parser.error("--batch must be at least 1")
 
     import torch
 
@@ -393,12 +428,13 @@ def main(argv: list[str] | None = None) -> None:
     if gpu and not torch.cuda.is_available():
         sys.exit("JAX sees a GPU but this torch build has no CUDA: install a CUDA build of torch to compare.")
     shapes = GPU_SHAPES if gpu else CPU_SHAPES
+    batches = {name: args.batch or shapes[name][0] for name in names}
     dtype = jnp.bfloat16 if gpu else jnp.float32
     load_before = os.getloadavg()
     started = datetime.datetime.now(datetime.timezone.utc)
     results = {}
     for name in names:
-        batch, size = shapes[name]
+        batch, size = batches[name], shapes[name][1]
         print(f"{name}: batch {batch}, {size}×{size}: compiling…", flush=True)
         micro_batch = None if gpu else CPU_MICRO_BATCH[name]
         variants = jax_variants(name, batch, size, dtype, micro_batch)
@@ -406,7 +442,7 @@ def main(argv: list[str] | None = None) -> None:
             variants += torch_variants(name, batch, size, gpu, not (args.quick or args.no_torch_compile), micro_batch)
         time_rounds(variants, rounds, args.warmup)
         results[name] = variants
-        print(tables({name: variants}, shapes, gpu), flush=True)
+        print(tables({name: variants}, batches, gpu), flush=True)
     load_after = os.getloadavg()
 
     report = "\n".join([
@@ -419,7 +455,7 @@ def main(argv: list[str] | None = None) -> None:
         "- load average (1, 5, 15 min): before " + ", ".join(f"{v:.2f}" for v in load_before)
         + "; after " + ", ".join(f"{v:.2f}" for v in load_after),
         "",
-        tables(results, shapes, gpu),
+        tables(results, batches, gpu),
         "",
     ])
     print(report)

@@ -324,6 +324,17 @@ def test_an_incomplete_multi_process_launch_is_refused_naming_the_missing_flags(
     assert not (tmp_path / "run").exists()
 
 
+def test_cpu_devices_splits_the_host_before_jax_starts(tmp_path):
+    """``--cpu_devices 3`` overrides the XLA_FLAGS device count (8 here): the digits batch of 64 no longer divides."""
+    result = subprocess.run([sys.executable, "-m", "train", "--config", str(REPO / "configs" / "digits.py"),
+                             "--workdir", str(tmp_path / "run"), "--cpu_devices", "3"],
+                            env=_subprocess_env(), capture_output=True, text=True, timeout=120)
+    assert result.returncode != 0
+    assert "config.batch_size / grad_accum_steps = 64 must be divisible by the 3 devices; pick a multiple of 3." \
+        in result.stderr
+    assert not (tmp_path / "run").exists()
+
+
 RESUME_CONFIG = """
 from configs import digits
 
@@ -430,6 +441,17 @@ def test_digits_main_job_reaches_97_percent_and_reports_where_its_outputs_went(t
     # (logits differ in the last bits between 1 and 8 devices; no test image sits on such a tie).
     evaluated = trainer.evaluate_workdir(workdir)
     assert evaluated["step"] == final["step"] and evaluated["top1"] == pytest.approx(final["top1"], abs=1e-9)
+    # On another device count that divides neither batch, after a batch size that it divides.
+    eval_command = [sys.executable, "-c", "from train.cli import eval_main; eval_main()", "--workdir", str(workdir),
+                    "--cpu_devices", "7"]
+    refused = subprocess.run(eval_command, env=env, capture_output=True, text=True, timeout=120)
+    assert refused.returncode == 1
+    assert "eval_batch_size = 360 must be divisible by the 7 devices; pick a multiple of 7 (fusionjax-eval " \
+        "--batch_size)" in refused.stderr
+    on_7_devices = subprocess.run([*eval_command, "--batch_size", "63"], env=env, capture_output=True, text=True,
+                                  timeout=120)
+    assert on_7_devices.returncode == 0, on_7_devices.stderr
+    assert f"step {final['step']}: top-1 {final['top1']:.4f}" in on_7_devices.stdout
     (workdir / "curves.png").unlink()
     plot = subprocess.run([sys.executable, "-c", "from train.cli import plot_main; plot_main()", str(workdir)],
                           capture_output=True, text=True, timeout=120)

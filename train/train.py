@@ -99,8 +99,11 @@ def build_model(config, num_classes: int):
     return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype], **overrides)
 
 
-def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None = None) -> Setup:
-    """Check the config against the data set and devices, and build model, optimizer and mesh."""
+def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None = None, training: bool = True) -> Setup:
+    """Check the config against the data set and devices, and build model, optimizer and mesh.
+
+    ``training=False`` (evaluating a saved run, perhaps on other devices) checks only what evaluation uses.
+    """
     mesh = mesh or make_mesh()
     info = info or data.dataset_info(config)
     accum = config.grad_accum_steps
@@ -108,11 +111,13 @@ def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None =
         raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of "
                          f"config.grad_accum_steps={accum} (each micro-batch holds batch_size / grad_accum_steps).")
     micro = config.batch_size // accum
-    for name, size in (("batch_size / grad_accum_steps", micro), ("eval_batch_size", config.eval_batch_size)):
+    checked = [("batch_size / grad_accum_steps", micro)] if training else []
+    for name, size in (*checked, ("eval_batch_size", config.eval_batch_size)):
         if size % mesh.size:
+            hint = "." if training else " (fusionjax-eval --batch_size)."
             raise ValueError(f"config.{name} = {size} must be divisible by the {mesh.size} devices; "
-                             f"pick a multiple of {mesh.size}.")
-    if config.bn_groups and micro % config.bn_groups:
+                             f"pick a multiple of {mesh.size}{hint}")
+    if training and config.bn_groups and micro % config.bn_groups:
         raise ValueError(f"config.bn_groups={config.bn_groups} must divide the micro-batch of {micro} examples.")
     updates_per_epoch = info.num_train // config.batch_size
     if updates_per_epoch == 0:
@@ -551,7 +556,7 @@ def evaluate_workdir(workdir: str | Path, checkpoint: str = "latest", ema: bool 
     workdir = Path(workdir)
     config = load_workdir_config(workdir)
     config.update_from_flattened_dict(overrides or {})
-    setup = make_setup(config)
+    setup = make_setup(config, training=False)
     manager = checkpoint_manager(workdir, config, read_only=True)
     kept = list(manager.all_steps())
     if checkpoint == "latest":
