@@ -364,7 +364,9 @@ def tables(results: dict[str, list[Variant]], batches: dict[str, int], gpu: bool
             if v.times:
                 calls_per_s = 1 / statistics.median(v.times)
                 flops_per_s = model_flops[v.mode] * calls_per_s if v.mode in model_flops else None
-                cells = [f"{batches[name] * calls_per_s:.0f}", f"{flops_per_s / 1e9:.0f}" if flops_per_s else "–"]
+                images_per_s = batches[name] * calls_per_s
+                cells = [f"{images_per_s:.{0 if images_per_s >= 100 else 1}f}",
+                         f"{flops_per_s / 1e9:.0f}" if flops_per_s else "–"]
                 if gpu:
                     cells.append(f"{flops_per_s / peak:.2f}" if flops_per_s and peak else "–")
                 lines.append(f"| {name} | {v.label} | {v.mode} | " + " | ".join(cells) + " |")
