@@ -15,10 +15,11 @@ folded and run in micro-batches (``micro_batched``, sizes in ``CPU_MICRO_BATCH``
 machine) so each layer's activations stay in cache; torch channels_last is timed in the same micro-batches too,
 so the table separates what the slicing gives from what the libraries do.
 
-Where JAX has more than one device, the forward and the training step are also timed with the batch split over
-all of them ("batch over devices": data parallel, BatchNorm statistics over the whole batch). On a CPU that means
-one XLA device per core, ``XLA_FLAGS="--xla_force_host_platform_device_count=2 ..."`` (what ``--cpu_devices 2``
-does for ``fusionjax-train`` and ``fusionjax-eval``); the other variants run on the first device alone, unchanged.
+Where JAX runs the CPU as more than one device (one per core: ``XLA_FLAGS="--xla_force_host_platform_device_count=2
+..."``, what ``--cpu_devices 2`` does for ``fusionjax-train`` and ``fusionjax-eval``), the forward and the training
+step are also timed with the batch split over all of them ("batch over devices": data parallel, BatchNorm
+statistics over the whole batch); the other variants run on the first device alone, unchanged. (Several GPUs
+against torch on one would not be a comparison, so GPUs are timed one at a time.)
 
 Every variant's images/s and model FLOP/s follow the timing tables; the model FLOPs of a forward or a training
 step are XLA's count for the *lowered* fusionjax program (what the model asks for, the same on every backend,
@@ -154,15 +155,15 @@ def jax_variants(name: str, batch: int, size: int, dtype, micro_batch: int | Non
         deployed.append(Variant("jax", "fusionjax folded + micro-batched", "forward",
                                 lambda: sliced(folded_variables, x).block_until_ready(), sliced_s))
 
-    sharded = []
-    if jax.device_count() > 1 and batch % jax.device_count() == 0:
+    sharded, cpus = [], jax.devices()[0].platform == "cpu"
+    if cpus and jax.device_count() > 1 and batch % jax.device_count() == 0:
         mesh = jax.make_mesh((jax.device_count(),), ("batch",))
         split, replicated = NamedSharding(mesh, P("batch")), NamedSharding(mesh, P())
         sharded = forward_and_train(SHARDED, model, jax.device_put(x, split), jax.device_put(labels, split),
                                     jax.device_put(variables, replicated))
         for variant in sharded:
             variant.flops = None  # the model's count is the single-device program's
-    elif jax.device_count() > 1:
+    elif cpus and jax.device_count() > 1:
         print(f"{name}: batch {batch} does not split over {jax.device_count()} devices; no sharded variants")
     return [plain_forward, *deployed, *sharded[:1], plain_train, *sharded[1:]]
 
