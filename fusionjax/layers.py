@@ -170,10 +170,15 @@ class BatchNorm(nn.BatchNorm):
 
 
 class GroupNorm(nn.GroupNorm):
-    """GroupNorm (32 groups, eps 1e-5 as in PyTorch) with the same ``(x, train)`` signature as ``BatchNorm``."""
+    """GroupNorm (32 groups, eps 1e-5 as in PyTorch) with the same ``(x, train)`` signature as ``BatchNorm``.
+
+    The variance is two-pass, E[(x − E[x])²]: Flax's default one-pass E[x²] − E[x]² loses float32's digits to
+    cancellation when the mean is far from zero (``use_fast_variance=True`` brings it back).
+    """
 
     num_groups: int | None = 32
     epsilon: float = 1e-5
+    use_fast_variance: bool = False
 
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         del train  # GroupNorm behaves the same in training and evaluation

@@ -300,6 +300,20 @@ def test_batch_norm_statistics_far_from_zero_match_float64(shape):
     np.testing.assert_allclose(y, (x64 - mean) / np.sqrt(var + 1e-5), rtol=0, atol=2e-5)
 
 
+def test_group_norm_far_from_zero_matches_float64():
+    """GroupNorm on activations 100 standard deviations from zero, against float64 NumPy (Flax's default one-pass
+    variance is off by 1.6e-2 here)."""
+    from fusionjax.layers import GroupNorm
+
+    x = (100 + np.random.default_rng(0).normal(size=(4, 8, 8, 64))).astype(np.float32)
+    norm = GroupNorm()
+    y = norm.apply(norm.init(jax.random.key(0), x), x)
+    groups = x.astype(np.float64).reshape(4, 8, 8, 32, 2)  # 32 groups of 2 channels
+    mean, var = groups.mean(axis=(1, 2, 4), keepdims=True), groups.var(axis=(1, 2, 4), keepdims=True)
+    # float32 holds values near 100 to 4e-6; (x − mean) carries that into the O(1) output.
+    np.testing.assert_allclose(y, ((groups - mean) / np.sqrt(var + 1e-5)).reshape(x.shape), rtol=0, atol=1e-4)
+
+
 @pytest.mark.parametrize("window, strides, padding, size",
                          [(3, 2, 1, 9), (3, 2, 1, 8), (2, 2, 0, 6), (3, 1, 1, 5), (12, 1, 6, 13)])
 def test_max_pool_gradients_match_torch_autograd(window, strides, padding, size):
