@@ -300,6 +300,26 @@ def test_batch_norm_statistics_far_from_zero_match_float64(shape):
     np.testing.assert_allclose(y, (x64 - mean) / np.sqrt(var + 1e-5), rtol=0, atol=2e-5)
 
 
+def test_batch_norm_trains_on_a_batch_sharded_with_explicit_axes():
+    """Under sharding in types (``AxisType.Explicit``) the batch axis may not be sliced; the statistics must still
+    be the whole batch's, as on one device."""
+    from jax.sharding import AxisType, NamedSharding
+    from jax.sharding import PartitionSpec as P
+
+    from fusionjax.layers import BatchNorm
+
+    x = (5 + np.random.default_rng(0).normal(size=(8, 4, 4, 3))).astype(np.float32)
+    norm = BatchNorm()
+    variables = norm.init(jax.random.key(0), x)
+    train = jax.jit(lambda v, x: norm.apply(v, x, train=True, mutable=["batch_stats"]))
+    mesh = jax.make_mesh((8,), ("batch",), axis_types=(AxisType.Explicit,))
+    with jax.set_mesh(mesh):
+        y, stats = train(variables, jax.device_put(x, NamedSharding(mesh, P("batch"))))
+    y_one, stats_one = train(variables, x)
+    np.testing.assert_allclose(y, y_one, rtol=0, atol=1e-6)
+    chex.assert_trees_all_close(stats, stats_one, rtol=1e-6)
+
+
 def test_group_norm_far_from_zero_matches_float64():
     """GroupNorm on activations 100 standard deviations from zero, against float64 NumPy (Flax's default one-pass
     variance is off by 1.6e-2 here)."""
