@@ -117,7 +117,8 @@ def _batch_norm_forward(x, scale, bias, epsilon):
     # may be sharded.
     centre = tuple(size // 2 for size in x.shape[1:-1])
     shift = jnp.mean(x32[(slice(None), *centre)], axis=0)
-    shifted_total, shifted_squares = _batch_sums(x32 - shift, jnp.square(x32 - shift))
+    shifted = x32 - shift
+    shifted_total, shifted_squares = _batch_sums(shifted, jnp.square(shifted))
     shifted_mean = shifted_total / count
     mean = shift + shifted_mean
     var = jnp.maximum(shifted_squares / count - jnp.square(shifted_mean), 0.0)
@@ -147,8 +148,9 @@ class BatchNorm(nn.BatchNorm):
     Batch statistics are reduced in float32 whatever ``dtype`` is; the running statistics stay float32. In training
     the statistics and the backward pass's two sums are each computed in one pass over the data (``_batch_norm``):
     the same function as Flax's BatchNorm, about 3× faster forward and backward on XLA:CPU
-    (benchmarks/RESULTS.md), and the variance as exact as a two-pass one (sums about a value near the mean). Options that function does not cover (``axis_name``, ``axis`` other than -1, no scale
-    or bias, ``use_fast_variance=False``) go through Flax's implementation.
+    (benchmarks/RESULTS.md), with the variance as exact as a two-pass one (sums about a value near the mean).
+    Options that function does not cover (``axis_name``, ``axis`` other than -1, no scale or bias,
+    ``use_fast_variance=False``) go through Flax's implementation.
     """
 
     momentum: float = 0.9

@@ -153,6 +153,9 @@ def train_main() -> None:
     app.run(_train)
 
 
+CONVERTED_EVAL_BATCH = 200  # fusionjax-eval's default batch for a converted checkpoint, which has no config
+
+
 def _eval(argv) -> None:
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
@@ -179,9 +182,6 @@ def _eval(argv) -> None:
     except (FileNotFoundError, ValueError) as error:
         sys.exit(f"error: {error}")
     print(f"{where}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, loss {result['loss']:.4f}")
-
-
-CONVERTED_EVAL_BATCH = 200
 
 
 def eval_main() -> None:

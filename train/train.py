@@ -99,7 +99,8 @@ def build_model(config, num_classes: int):
     return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype], **overrides)
 
 
-def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None = None, training: bool = True) -> Setup:
+def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None = None,
+               training: bool = True) -> Setup:
     """Check the config against the data set and devices, and build model, optimizer and mesh.
 
     ``training=False`` (evaluating a saved run, perhaps on other devices) checks only what evaluation uses.
