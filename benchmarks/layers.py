@@ -112,6 +112,7 @@ def stem_convolution(rounds: int) -> dict:
     stem = Conv2d(16)
     params = stem.init(jax.random.key(2), x)
     kernel = params["params"]["kernel"]
+
     def with_weight_gradient(form):
         def run(x, kernel):
             y, backward = jax.vjp(lambda kernel: form(x, kernel), kernel)

@@ -18,6 +18,7 @@ With ``--time-rounds``, the compiled steps also run, alternating, and their medi
 
 import argparse
 import datetime
+import functools
 import shlex
 import statistics
 import sys
@@ -28,6 +29,7 @@ import jax
 import jax.numpy as jnp
 
 import fusionjax
+from benchmarks.layers import alternating_times
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 CASES = {  # label -> (model name, overrides)
@@ -80,23 +82,14 @@ def compiled_step(model, batch: int, size: int):
 
 
 def step_times(steps: dict, models: dict, batch: int, size: int, rounds: int) -> dict[str, list[float]]:
-    """Seconds per call of each compiled step on one random batch: a warm-up call, then one call of each per round,
-    the order reversed every other round."""
+    """ms per call of each compiled step on one random batch, alternating (``benchmarks.layers``' loop)."""
     images = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
-    inputs = {}
+    calls = {}
     for label, model in models.items():
         variables = jax.jit(model.init)(jax.random.key(1), images)
-        inputs[label] = (variables["params"], variables["batch_stats"], images)
-    labels = list(steps)
-    times = {label: [] for label in labels}
-    for label in labels:
-        jax.block_until_ready(steps[label](*inputs[label]))
-    for r in range(rounds):
-        for label in labels if r % 2 == 0 else labels[::-1]:
-            start = time.perf_counter()
-            jax.block_until_ready(steps[label](*inputs[label]))
-            times[label].append(time.perf_counter() - start)
-    return times
+        inputs = (variables["params"], variables["batch_stats"], images)
+        calls[label] = functools.partial(lambda step, args: jax.block_until_ready(step(*args)), steps[label], inputs)
+    return alternating_times(calls, rounds)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -146,11 +139,11 @@ def main(argv: list[str] | None = None) -> None:
                         + (" — XLA:CPU compiled the rematerialization away" if ratio > 0.9 else ""))
     if args.time_rounds:
         times = step_times(steps, models, args.compile_batch, args.size, args.time_rounds)
-        median_ms = {label: 1e3 * statistics.median(t) for label, t in times.items()}
+        median_ms = {label: statistics.median(t) for label, t in times.items()}
         cost = median_ms["densenet121 memory_efficient"] / median_ms["densenet121"]
         verdicts += [
             f"- compiled step, batch {args.compile_batch}, median of {args.time_rounds} (min) ms: "
-            + "; ".join(f"{label} {median_ms[label]:.1f} ({1e3 * min(times[label]):.1f})" for label in times),
+            + "; ".join(f"{label} {median_ms[label]:.1f} ({min(times[label]):.1f})" for label in times),
             f"- step time, memory_efficient ÷ plain: {cost:.2f} (goal ≤ 1.2: {'met' if cost <= 1.2 else 'NOT met'})",
         ]
     command = " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.memory", *(argv or sys.argv[1:])])
