@@ -52,7 +52,7 @@ from jax.sharding import NamedSharding  # noqa: E402
 from jax.sharding import PartitionSpec as P  # noqa: E402
 
 import fusionjax  # noqa: E402
-from fusionjax.deploy import fold_batchnorm, micro_batched  # noqa: E402
+from fusionjax.deploy import fold_batchnorm, micro_batched, reuse_freed_host_memory  # noqa: E402
 
 RESULTS = Path(__file__).with_name("RESULTS.md")
 # (batch, image size) on CPU and on GPU.
@@ -412,7 +412,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-append", action="store_true", help=f"print only; do not append to {RESULTS.name}")
     parser.add_argument("--jax-only", action="store_true", help="time fusionjax alone (for comparing XLA flags)")
     parser.add_argument("--note", default="", help="what this run tries, written with its table")
+    parser.add_argument("--reuse-freed-host-memory", action="store_true",
+                        help="call fusionjax.deploy.reuse_freed_host_memory() first, as fusionjax-train "
+                        "--reuse_freed_host_memory does (both frameworks share the process and the setting)")
     args = parser.parse_args(argv)
+    malloc = "defaults"
+    if args.reuse_freed_host_memory:
+        malloc = "reuse_freed_host_memory()" if reuse_freed_host_memory() else "defaults (not glibc)"
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CPU_SHAPES))
     if unknown:
@@ -452,6 +458,7 @@ def main(argv: list[str] | None = None) -> None:
         f"\n## {started:%Y-%m-%d %H:%M} UTC — {args.note or 'benchmark run'}\n",
         f"- command: `{' '.join(shlex.quote(a) for a in ['python', '-m', 'benchmarks.compare', *(argv or sys.argv[1:])])}`",
         *machine(),
+        f"- host malloc: {malloc}",
         f"- {rounds} rounds, {args.warmup} warm-up; {'bfloat16 (torch autocast)' if gpu else 'float32'}",
         *([] if gpu else ["- micro-batches of the micro-batched forwards: "
                           + ", ".join(f"{name} {CPU_MICRO_BATCH[name]}" for name in names)]),
