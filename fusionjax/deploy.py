@@ -259,10 +259,10 @@ def reuse_freed_host_memory() -> bool:
     kernel zeroes them: 60,600 page faults and about 140 ms of kernel CPU time per step on the 2-core machine of
     benchmarks/RESULTS.md (attempt 28). With one arena for all threads, no ``mmap`` and no trimming, the blocks stay
     in the heap and later calls reuse them: no page faults once the heap has grown (a few calls), the same numbers,
-    that ResNet-20 step 9 % faster, ResNet-50's 4 %. The costs: compiling is 15–20 % slower (XLA's compiler threads
-    share the one arena), so short runs lose (the digits job of the README, 10 % longer), and the process holds its
-    peak heap, plus what fragmentation adds, until it exits. Call it before the first computation: threads that
-    allocated earlier keep their arenas.
+    that ResNet-20 step 9 % faster, ResNet-50's 12 % (``benchmarks.compare`` A/B runs). The costs: compiling is
+    15–20 % slower (XLA's compiler threads share the one arena), so short runs lose (the digits job of the README
+    takes 10 % longer), and the process holds its peak heap, plus what fragmentation adds, until it exits. Call it
+    before the first computation: threads that allocated earlier keep their arenas.
     """
     libc_name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(libc_name) if libc_name else None

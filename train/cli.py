@@ -89,16 +89,17 @@ def _define_distributed_flags() -> list[str]:
     flags.DEFINE_bool(
         "reuse_freed_host_memory", False, "For long CPU runs: keep the host memory freed between steps in the "
         "process for the next step (glibc malloc: one arena, no mmap, no trimming) instead of returning it to the "
-        "kernel, which then page-faults it in again. On the 2-core benchmark machine a ResNet-20 CIFAR training step "
-        "is 9% faster, compiling 15-20% slower, and the process holds its peak heap until it exits "
-        "(fusionjax.deploy.reuse_freed_host_memory; benchmarks/RESULTS.md, attempt 28).")
+        "kernel, which then page-faults it in again. On the 2-core benchmark machine training steps are 9% "
+        "(ResNet-20 CIFAR) and 12% (ResNet-50) faster, compiling 15-20% slower, and the process holds its peak heap "
+        "until it exits (fusionjax.deploy.reuse_freed_host_memory; benchmarks/RESULTS.md, attempt 28).")
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with the process count and index "
                       "of the detected cluster (SLURM, Open MPI, Kubernetes, TPU pods).")
     flags.DEFINE_string("coordinator_address", None, "Multi-process launch without a cluster manager: host:port of "
                         "process 0, with --num_processes and --process_id.")
     flags.DEFINE_integer("num_processes", None, "Multi-process launch: the number of processes (hosts).")
     flags.DEFINE_integer("process_id", None, "Multi-process launch: this process's index, 0 to num_processes - 1.")
-    return ["cpu_devices", "reuse_freed_host_memory", "distributed", "coordinator_address", "num_processes", "process_id"]
+    return ["cpu_devices", "reuse_freed_host_memory", "distributed", "coordinator_address", "num_processes",
+            "process_id"]
 
 
 def _define_train_flags() -> None:
