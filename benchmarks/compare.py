@@ -3,6 +3,7 @@
     python -m benchmarks.compare                       # the four models, 7 rounds, appends to benchmarks/RESULTS.md
     python -m benchmarks.compare --models resnet20 --rounds 5 --note "what this run tries"
     python -m benchmarks.compare --quick               # 3 rounds, no torch.compile, nothing appended
+    python -m benchmarks.compare --reuse-freed-host-memory   # as fusionjax-train --reuse_freed_host_memory runs
 
 Every round times one call of every variant, JAX and torch alternating, the order reversed every other round so
 drift hits both sides alike; warm-up calls (and compilation) are excluded and reported separately. Forward is eval
