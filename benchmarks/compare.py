@@ -22,9 +22,10 @@ step are also timed with the batch split over all of them ("batch over devices":
 statistics over the whole batch); the other variants run on the first device alone, unchanged. (Several GPUs
 against torch on one would not be a comparison, so GPUs are timed one at a time.)
 
-Every variant's images/s and model FLOP/s follow the timing tables; the model FLOPs of a forward or a training
-step are XLA's count for the *lowered* fusionjax program (what the model asks for, the same on every backend,
-before a backend rewrites it), used for the torch variants of the same model too. On a GPU
+Every variant's images/s, model FLOP/s and host page faults per call (``getrusage``: memory the kernel had to map
+in afresh, which ``--reuse-freed-host-memory`` avoids) follow the timing tables; the model FLOPs of a forward or a
+training step are XLA's count for the *lowered* fusionjax program (what the model asks for, the same on every
+backend, before a backend rewrites it), used for the torch variants of the same model too. On a GPU
 (``jax.devices()[0].platform == 'gpu'``) both sides compute in bfloat16 (torch: autocast), batches grow (256 for
 ResNet-50), and the throughput table adds the fraction of the GPU's dense bf16 peak.
 """
@@ -36,6 +37,7 @@ os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")  # read once when torch load
 import argparse  # noqa: E402
 import datetime  # noqa: E402
 import platform  # noqa: E402
+import resource  # noqa: E402
 import shlex  # noqa: E402
 import statistics  # noqa: E402
 import sys  # noqa: E402
@@ -79,6 +81,7 @@ class Variant:
     compile_s: float = 0.0  # lowering + compiling (JAX) or the first call (torch.compile)
     times: list[float] = field(default_factory=list)
     cpu_times: list[float] = field(default_factory=list)  # CPU seconds this process used per call (all threads)
+    page_faults: list[int] = field(default_factory=list)  # minor page faults of this process per call
     flops: float | None = None  # per call, the model's (fusionjax's plain variants only)
 
 
@@ -282,10 +285,12 @@ def time_rounds(variants: list[Variant], rounds: int, warmup: int) -> None:
             variant.run()
     for r in range(rounds):
         for variant in order if r % 2 == 0 else order[::-1]:
+            faults_start = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
             start, cpu_start = time.perf_counter(), time.process_time()
             variant.run()
             variant.times.append(time.perf_counter() - start)
             variant.cpu_times.append(time.process_time() - cpu_start)
+            variant.page_faults.append(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - faults_start)
 
 
 def fmt_ms(variant: Variant | None) -> str:
@@ -357,9 +362,9 @@ def tables(results: dict[str, list[Variant]], batches: dict[str, int], gpu: bool
             if v.compile_s:
                 lines.append(f"| {name} | {v.label} | {v.mode} | {v.compile_s:.1f} |")
     peak = gpu_peak() if gpu else None
-    lines += ["", "| model | variant | mode | images/s (median) | model GFLOP/s" + (" | fraction of bf16 peak |"
-                                                                                 if gpu else " |"),
-              "|---|---|---|---|---|" + ("---|" if gpu else "")]
+    lines += ["", "| model | variant | mode | images/s (median) | model GFLOP/s | host page faults per call (median)"
+              + (" | fraction of bf16 peak |" if gpu else " |"),
+              "|---|---|---|---|---|---|" + ("---|" if gpu else "")]
     for name, variants in results.items():
         model_flops = {v.mode: v.flops for v in variants if v.flops}
         for v in variants:
@@ -368,7 +373,8 @@ def tables(results: dict[str, list[Variant]], batches: dict[str, int], gpu: bool
                 flops_per_s = model_flops[v.mode] * calls_per_s if v.mode in model_flops else None
                 images_per_s = batches[name] * calls_per_s
                 cells = [f"{images_per_s:.{0 if images_per_s >= 100 else 1}f}",
-                         f"{flops_per_s / 1e9:.0f}" if flops_per_s else "–"]
+                         f"{flops_per_s / 1e9:.0f}" if flops_per_s else "–",
+                         f"{statistics.median(v.page_faults):.0f}"]
                 if gpu:
                     cells.append(f"{flops_per_s / peak:.2f}" if flops_per_s and peak else "–")
                 lines.append(f"| {name} | {v.label} | {v.mode} | " + " | ".join(cells) + " |")
