@@ -423,9 +423,6 @@ def main(argv: list[str] | None = None) -> None:
                         help="call fusionjax.deploy.reuse_freed_host_memory() first, as fusionjax-train "
                         "--reuse_freed_host_memory does (both frameworks share the process and the setting)")
     args = parser.parse_args(argv)
-    malloc = "defaults"
-    if args.reuse_freed_host_memory:
-        malloc = "reuse_freed_host_memory()" if reuse_freed_host_memory() else "defaults (not glibc)"
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     unknown = sorted(set(names) - set(CPU_SHAPES))
     if unknown:
@@ -435,6 +432,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--rounds must be at least 1")
     if args.batch is not None and args.batch < 1:
         parser.error("--batch must be at least 1")
+    malloc = "defaults"  # set before torch loads and JAX's backend starts: their threads keep the arenas they get
+    if args.reuse_freed_host_memory:
+        malloc = "reuse_freed_host_memory()" if reuse_freed_host_memory() else "defaults (not glibc)"
 
     import torch
 
