@@ -1,5 +1,5 @@
 """Deployment: eval-mode BatchNorm folded into the convolution that feeds it, micro-batched evaluation, and a CPU
-process that reuses the memory it frees (``reuse_freed_host_memory``).
+process's allocator (``host_malloc``, ``reuse_freed_host_memory``).
 
 In evaluation a BatchNorm is a per-channel affine map, ``y = x·a + b`` with ``a = γ/√(σ²+ε)`` and
 ``b = β − μ·a``. When ``x`` is a convolution's output, ``a`` scales the convolution's kernel (its output
@@ -26,6 +26,7 @@ import ctypes
 import ctypes.util
 import dataclasses
 import functools
+import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -37,7 +38,8 @@ from jax import lax
 
 from fusionjax.layers import BatchNorm, Conv2d
 
-__all__ = ["FoldedConv", "FoldedNorm", "fold_batchnorm", "folding_plan", "micro_batched", "reuse_freed_host_memory"]
+__all__ = ["FoldedConv", "FoldedNorm", "fold_batchnorm", "folding_plan", "host_malloc", "micro_batched",
+           "reuse_freed_host_memory"]
 
 
 def _path(module: nn.Module) -> str:
@@ -247,11 +249,42 @@ def micro_batched(fn: Callable, micro_batch: int) -> Callable:
 _M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
 
 
+class _DlInfo(ctypes.Structure):  # dladdr(3)'s Dl_info
+    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
+                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
+
+
+def _defining_library(function: Callable) -> str:
+    info = _DlInfo()
+    try:
+        found = ctypes.CDLL(None).dladdr(ctypes.cast(function, ctypes.c_void_p), ctypes.byref(info))
+    except (AttributeError, OSError, TypeError):  # no dladdr, or no process handle (Windows)
+        return "unknown"
+    return os.path.basename(info.dli_fname.decode()) if found and info.dli_fname else "unknown"
+
+
+def host_malloc() -> str:
+    """The file name of the shared library whose ``malloc`` this process calls: ``libc.so.6`` on glibc, or the
+    allocator preloaded in its place (``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`` gives
+    ``libtcmalloc_minimal.so.4``); ``"unknown"`` where the platform cannot say.
+
+    On CPU the allocator decides how fast XLA runs, because XLA:CPU allocates each call's buffers afresh. With
+    tcmalloc preloaded (Debian/Ubuntu package ``libtcmalloc-minimal4``), both frameworks of ``benchmarks.compare``
+    ran faster on the 2-core machine of benchmarks/RESULTS.md (attempt 29): ResNet-20's training step 18 % and
+    ResNet-50's 23 %, their forwards 11–13 %, compiling no slower and the peak resident memory lower than glibc's
+    (ResNet-50's process 6.0 → 4.9 GB). glibc's defaults page-fault a large block in afresh on every call; jemalloc
+    measured no faster for JAX and up to twice as slow for torch. ``benchmarks.compare`` reports it with its tables.
+    """
+    process = ctypes.CDLL(None) if os.name == "posix" else None
+    return _defining_library(process.malloc) if process is not None and hasattr(process, "malloc") else "unknown"
+
+
 def reuse_freed_host_memory() -> bool:
     """Make glibc's ``malloc`` keep the memory this process frees and hand it out again, instead of returning it
     to the kernel. Process-wide and for the whole process's life, so the library never calls it;
     ``fusionjax-train --reuse_freed_host_memory`` and ``benchmarks.compare --reuse-freed-host-memory`` do, and a CPU
-    application can. Returns False, changing nothing, where the C library is not glibc.
+    application can. Returns False, changing nothing, where ``malloc`` is not glibc's (another C library, or an
+    allocator preloaded in its place: ``host_malloc``).
 
     XLA:CPU allocates each call's buffers afresh: a ResNet-20 CIFAR training step at batch 128 takes one block of
     237 MiB on one of its worker threads. glibc serves a block that large (over 32 MiB, or 64 MiB on a thread's
@@ -262,11 +295,14 @@ def reuse_freed_host_memory() -> bool:
     that ResNet-20 step 9 % faster, ResNet-50's 12 % (``benchmarks.compare`` A/B runs). The costs: compiling is
     15–20 % slower (XLA's compiler threads share the one arena), so short runs lose (the digits job of the README
     takes 10 % longer), and the process holds its peak heap, plus what fragmentation adds, until it exits. Call it
-    before the first computation: threads that allocated earlier keep their arenas.
+    before the first computation: threads that allocated earlier keep their arenas. Where you can install it,
+    tcmalloc does better on every count (``host_malloc``); this is for machines where you cannot.
     """
     libc_name = ctypes.util.find_library("c")
     libc = ctypes.CDLL(libc_name) if libc_name else None
     if libc is None or not hasattr(libc, "gnu_get_libc_version"):
+        return False
+    if host_malloc() != _defining_library(libc.gnu_get_libc_version):
         return False
     return all(libc.mallopt(option, value) == 1
                for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))

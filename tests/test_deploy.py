@@ -8,6 +8,7 @@ BatchNorms are the identity), so a fold that ignored a statistic would show.
 """
 
 import functools
+import os
 import resource
 import statistics
 import subprocess
@@ -238,3 +239,23 @@ def test_reuse_freed_host_memory_stops_page_faulting_each_calls_buffers():
     default, reused = median_faults("default"), median_faults("reuse")
     assert default > 0.5 * pages or default > 15, default  # 15: 20 huge pages, some already mapped
     assert reused < 0.01 * pages, (default, reused)
+
+
+HOST_MALLOC = "from fusionjax.deploy import host_malloc, reuse_freed_host_memory; print(host_malloc(), " \
+              "reuse_freed_host_memory())"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and libc.so.6 are Linux's")
+def test_host_malloc_names_the_allocator_in_use_and_reuse_leaves_another_alone():
+    """glibc by default; with libmemusage.so preloaded (glibc's own tracing wrapper, which defines ``malloc``, as
+    tcmalloc does) that library, and reuse_freed_host_memory() then sets nothing, since glibc's malloc options
+    would no longer be the ones in use."""
+    def run(preload: str | None) -> list[str]:
+        env = {**os.environ, "LD_PRELOAD": preload} if preload else dict(os.environ)
+        done = subprocess.run([sys.executable, "-c", HOST_MALLOC], capture_output=True, text=True, env=env,
+                              timeout=120)
+        assert done.returncode == 0, done.stderr
+        return done.stdout.split()
+
+    assert run(None) == ["libc.so.6", "True"]
+    assert run("libmemusage.so") == ["libmemusage.so", "False"]

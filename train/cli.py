@@ -50,10 +50,11 @@ def _set_up_host() -> None:
     """``--reuse_freed_host_memory`` and ``--cpu_devices``: process-wide, before JAX's CPU backend starts."""
     import jax
 
-    from fusionjax.deploy import reuse_freed_host_memory
+    from fusionjax.deploy import host_malloc, reuse_freed_host_memory
 
-    if flags.FLAGS.reuse_freed_host_memory:
-        reuse_freed_host_memory()
+    if flags.FLAGS.reuse_freed_host_memory and not reuse_freed_host_memory():
+        print(f"--reuse_freed_host_memory changes nothing: this process's malloc is {host_malloc()}, not glibc's.",
+              file=sys.stderr)
     if flags.FLAGS.cpu_devices > 1:
         jax.config.update("jax_num_cpu_devices", flags.FLAGS.cpu_devices)
 
@@ -91,7 +92,10 @@ def _define_distributed_flags() -> list[str]:
         "process for the next step (glibc malloc: one arena, no mmap, no trimming) instead of returning it to the "
         "kernel, which then page-faults it in again. On the 2-core benchmark machine training steps are 9% "
         "(ResNet-20 CIFAR) and 12% (ResNet-50) faster, compiling 15-20% slower, and the process holds its peak heap "
-        "until it exits (fusionjax.deploy.reuse_freed_host_memory; benchmarks/RESULTS.md, attempt 28).")
+        "until it exits (fusionjax.deploy.reuse_freed_host_memory; benchmarks/RESULTS.md, attempt 28). Where you "
+        "can install it, tcmalloc does better with neither cost: LD_PRELOAD=/usr/lib/x86_64-linux-gnu/"
+        "libtcmalloc_minimal.so.4 (package libtcmalloc-minimal4; attempt 29). Changes nothing when malloc is not "
+        "glibc's.")
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with the process count and index "
                       "of the detected cluster (SLURM, Open MPI, Kubernetes, TPU pods).")
     flags.DEFINE_string("coordinator_address", None, "Multi-process launch without a cluster manager: host:port of "
