@@ -435,11 +435,9 @@ def main(argv: list[str] | None = None) -> None:
         parser.error("--rounds must be at least 1")
     if args.batch is not None and args.batch < 1:
         parser.error("--batch must be at least 1")
-    malloc = host_malloc()  # glibc's options are set before torch and JAX's backend start: threads keep their arenas
-    if args.reuse_freed_host_memory:
-        malloc += ", reuse_freed_host_memory()" if reuse_freed_host_memory() else " (not glibc's: nothing to reuse)"
-    elif "LD_PRELOAD" in os.environ:
-        malloc += f" (LD_PRELOAD={os.environ['LD_PRELOAD']})"
+    malloc = host_malloc() + (f" (LD_PRELOAD={os.environ['LD_PRELOAD']})" if os.environ.get("LD_PRELOAD") else "")
+    if args.reuse_freed_host_memory:  # before torch and JAX's backend start: their threads keep the arenas they get
+        malloc += ", reuse_freed_host_memory()" if reuse_freed_host_memory() else ", not glibc's: nothing to reuse"
 
     import torch
 

@@ -258,7 +258,7 @@ def _defining_library(function: Callable) -> str:
     info = _DlInfo()
     try:
         found = ctypes.CDLL(None).dladdr(ctypes.cast(function, ctypes.c_void_p), ctypes.byref(info))
-    except (AttributeError, OSError, TypeError):  # no dladdr, or no process handle (Windows)
+    except AttributeError:  # no dladdr
         return "unknown"
     return os.path.basename(info.dli_fname.decode()) if found and info.dli_fname else "unknown"
 
@@ -270,13 +270,17 @@ def host_malloc() -> str:
 
     On CPU the allocator decides how fast XLA runs, because XLA:CPU allocates each call's buffers afresh. With
     tcmalloc preloaded (Debian/Ubuntu package ``libtcmalloc-minimal4``), both frameworks of ``benchmarks.compare``
-    ran faster on the 2-core machine of benchmarks/RESULTS.md (attempt 29): ResNet-20's training step 18 % and
-    ResNet-50's 23 %, their forwards 11–13 %, compiling no slower and the peak resident memory lower than glibc's
-    (ResNet-50's process 6.0 → 4.9 GB). glibc's defaults page-fault a large block in afresh on every call; jemalloc
-    measured no faster for JAX and up to twice as slow for torch. ``benchmarks.compare`` reports it with its tables.
+    ran faster on the 2-core machine of benchmarks/RESULTS.md (attempt 29): fusionjax's training steps 12–28 %
+    (ResNet-20, -50, -18, DenseNet-121), its forwards 7–14 %, compiling no slower and the peak resident memory lower
+    than with glibc's (ResNet-50's process 5.9–6.0 → 4.9–5.2 GB), which page-faults a large block in afresh on every
+    call; jemalloc measured no faster for JAX and up to twice as slow for torch. ``benchmarks.compare`` reports it
+    with its tables.
     """
-    process = ctypes.CDLL(None) if os.name == "posix" else None
-    return _defining_library(process.malloc) if process is not None and hasattr(process, "malloc") else "unknown"
+    try:
+        malloc = ctypes.CDLL(None).malloc
+    except (AttributeError, OSError, TypeError):  # no process handle (Windows)
+        return "unknown"
+    return _defining_library(malloc)
 
 
 def reuse_freed_host_memory() -> bool:
