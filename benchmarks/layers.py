@@ -1,5 +1,5 @@
 """Layer-level levers of benchmarks/RESULTS.md, each against what it replaced and against torch (attempts 14, 15,
-18 and 20).
+18, 20 and 30).
 
     XLA_FLAGS=--xla_cpu_experimental_ynn_fusion_type= python -m benchmarks.layers [--rounds 10]
 
@@ -9,7 +9,7 @@
 - ``fusionjax.layers.max_pool`` forward and backward (16×112×112×64, ResNet-50's stem) against Flax's
   ``nn.max_pool`` and torch's ``max_pool2d`` on channels_last.
 - ResNet-20's stem (128×32×32×3 → 16), forward and forward + weight gradient: XLA's convolution, ``Conv2d``'s
-  im2col product and torch channels_last.
+  element-wise multiply-adds (with the convolution's gradient) and torch channels_last.
 - Each 3×3 convolution shape of ResNet-20 at batch 128, forward alone: XLA's convolution against torch
   channels_last (oneDNN), which is where ResNet-20's forward loses to torch.
 
@@ -121,7 +121,7 @@ def stem_convolution(rounds: int) -> dict:
         return jax.jit(run)
 
     forms = {"XLA convolution": _xla_convolution(),
-             "Conv2d im2col": lambda x, kernel: stem.apply({"params": {"kernel": kernel}}, x)}
+             "Conv2d element-wise": lambda x, kernel: stem.apply({"params": {"kernel": kernel}}, x)}
     calls = {}
     for label, form in forms.items():
         for suffix, program in (("forward", jax.jit(form)), ("forward + weight gradient", with_weight_gradient(form))):

@@ -26,8 +26,8 @@ class Conv2d(nn.Module):
     ``padding`` defaults to ``kernel_size // 2`` on every side (what torchvision's models use), never 'SAME':
     with a stride of 2, 'SAME' pads asymmetrically and gives other numbers than PyTorch. A 1×1 convolution runs
     as a matrix product over channels (after a strided slice when ``strides > 1``), which XLA:CPU runs 2.5–3×
-    faster than ``lax.conv`` with the same result (see ``../shared/notes``); so does a 3×3 stride-1 convolution
-    over at most 3 input channels (an image stem), over its im2col patches.
+    faster than ``lax.conv`` with the same result (see ``../shared/notes``). A stride-1 convolution of at most 3×3
+    over at most 3 input channels (an image stem) runs as element-wise multiply-adds (``_image_stem_conv``).
     """
 
     features: int
@@ -60,30 +60,49 @@ class Conv2d(nn.Module):
             rows = x.shape[:-1]
             y = jnp.dot(x.reshape(-1, in_features), kernel[0, 0]).reshape(*rows, self.features)
         elif self.groups == 1 and s == 1 and k <= 3 and in_features <= 3:
-            # An image stem (RGB or grey, 3×3, stride 1): XLA:CPU's convolution kernels are slow over so few
-            # channels; one product of the k·k shifted copies (im2col) with the kernel runs ResNet-20's forward stem
-            # 1.5× faster, with its weight gradient 1.1× (benchmarks/RESULTS.md, attempt 18). Not for strided or
-            # 7×7 stems, where the copies cost more than they save.
-            n, h, w, _ = x.shape
-            padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0)))
-            h_out, w_out = h + 2 * pad - k + 1, w + 2 * pad - k + 1
-            patches = jnp.concatenate(
-                [padded[:, i : i + h_out, j : j + w_out, :] for i in range(k) for j in range(k)], axis=-1
-            )
-            y = jnp.dot(patches.reshape(-1, k * k * in_features), kernel.reshape(-1, self.features))
-            y = y.reshape(n, h_out, w_out, self.features)
+            y = _image_stem_conv(x, kernel, pad)
         else:
-            y = lax.conv_general_dilated(
-                x,
-                kernel,
-                window_strides=(s, s),
-                padding=((pad, pad), (pad, pad)),
-                dimension_numbers=("NHWC", "HWIO", "NHWC"),
-                feature_group_count=self.groups,
-            )
+            y = _conv(x, kernel, s, pad, self.groups)
         if self.use_bias:
             y = y + self.param("bias", self.bias_init, (self.features,), jnp.float32).astype(self.dtype)
         return y
+
+
+def _conv(x: jax.Array, kernel: jax.Array, strides: int, pad: int, groups: int = 1) -> jax.Array:
+    return lax.conv_general_dilated(x, kernel, window_strides=(strides, strides), padding=((pad, pad), (pad, pad)),
+                                    dimension_numbers=("NHWC", "HWIO", "NHWC"), feature_group_count=groups)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(2,))
+def _image_stem_conv(x: jax.Array, kernel: jax.Array, pad: int) -> jax.Array:
+    """A stride-1 convolution over ≤ 3 input channels (an RGB or grey image stem) as k·k·C multiply-adds of shifted
+    views, summed in float32.
+
+    XLA:CPU's convolution kernels are slow over so few channels (5× oneDNN's for ResNet-20's stem); the sum is one
+    element-wise loop that reads the image once and writes the output once: ResNet-20's stem forward 1.4 ms against
+    5.1 ms as a product over im2col patches and 5.6–8.3 ms as ``lax.conv`` (benchmarks/RESULTS.md, attempt 30).
+    Differentiated as written, it would reduce over the whole batch once per tap (110 ms), so the gradients are
+    the convolution's own.
+    """
+    k, in_features = kernel.shape[0], kernel.shape[2]
+    h_out, w_out = x.shape[1] + 2 * pad - k + 1, x.shape[2] + 2 * pad - k + 1
+    padded = jnp.pad(x, ((0, 0), (pad, pad), (pad, pad), (0, 0))).astype(jnp.float32)
+    kernel32 = kernel.astype(jnp.float32)
+    terms = (padded[:, i : i + h_out, j : j + w_out, c : c + 1] * kernel32[i, j, c]
+             for i in range(k) for j in range(k) for c in range(in_features))
+    return functools.reduce(jnp.add, terms).astype(x.dtype)
+
+
+def _image_stem_conv_forward(x, kernel, pad):
+    return _image_stem_conv(x, kernel, pad), (x, kernel)
+
+
+def _image_stem_conv_backward(pad, residuals, cotangent):
+    x, kernel = residuals
+    return jax.vjp(lambda x, kernel: _conv(x, kernel, 1, pad), x, kernel)[1](cotangent)
+
+
+_image_stem_conv.defvjp(_image_stem_conv_forward, _image_stem_conv_backward)
 
 
 def _batch_sums(a: jax.Array, b: jax.Array) -> tuple[jax.Array, jax.Array]:

@@ -11,7 +11,7 @@ import flax.linen as nn
 import jax
 
 from fusionjax.blocks import Bottleneck, ResidualBlock
-from fusionjax.layers import ModuleDef, max_pool
+from fusionjax.layers import ModuleDef, materialized, max_pool
 from fusionjax.models.common import Classifier, check_image_batch
 
 
@@ -50,6 +50,8 @@ class ResNet(Classifier):
             x = self.act(self.norm(dtype=self.dtype, name="bn1")(x, train))
         if self.stem == "imagenet":
             x = max_pool(x)
+        else:  # the residual stream's first element, stored like every block's output: else XLA computes the
+            x = materialized(x, train)  # element-wise image stem inside both readers of the first block
         outputs["stem"] = x
 
         rates = iter(self._drop_path_rates(sum(self.stage_sizes)))
