@@ -412,12 +412,9 @@ def test_residual_stream_is_stored_once_not_recomputed_by_every_later_block(trai
     assert widest_fusion(8) <= widest_fusion(4)
 
 
-
 def test_cifar_resnet_computes_its_element_wise_stem_once():
     """The stem's k·k·C shifted slices sit in one fused computation of the compiled evaluation forward. Without the
     stored stem output, XLA computes the stem inside both readers of the first block (two computations)."""
-    import re
-
     import fusionjax
 
     model, x = fusionjax.create_model("resnet20"), jnp.ones((4, 16, 16, 3))
@@ -426,6 +423,7 @@ def test_cifar_resnet_computes_its_element_wise_stem_once():
     stem_slices = [len(re.findall(r"f32\[4,16,16,1\]\{[^}]*\} slice\(", computation))
                    for computation in text.split("\n\n")]
     assert sorted(n for n in stem_slices if n) == [27], stem_slices
+
 
 def test_one_by_one_conv_gradient_reads_activations_in_place():
     """A 1×1 convolution's weight gradient is xᵀ·dy over N·H·W rows: no transposed copy of either operand (on the
