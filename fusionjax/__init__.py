@@ -1,23 +1,26 @@
 """fusionjax: residual (add) and dense (concat) feature fusion for JAX/Flax.
 
-Importing fusionjax loads JAX and Flax only; torch, torchvision and TensorFlow load lazily where used.
+Importing fusionjax loads JAX and Flax only; the converter (and torch, timm, Keras) and the exporters load on first
+use: ``fusionjax.pretrained``, ``fusionjax.load_pretrained``.
 """
 
-from fusionjax import blocks, fusion, layers
+from fusionjax import blocks, fusion, kernels, layers
 from fusionjax.models import ModelSpec, UnknownModelError, create_model, get_model_spec, list_models
 
 __version__ = "0.1.0"
 
+_LAZY = {"pretrained": "fusionjax.convert", "load_pretrained": "fusionjax.convert"}
+
 __all__ = [
-    "ModelSpec", "UnknownModelError", "blocks", "create_model", "fusion", "get_model_spec", "layers", "list_models",
-    "load_pretrained",
+    "ModelSpec", "UnknownModelError", "blocks", "create_model", "fusion", "get_model_spec", "kernels", "layers",
+    "list_models", *_LAZY,
 ]
 
 
 def __getattr__(name: str):
-    # Loaded on first use so that `import fusionjax` does not pull in the converter's dependencies.
-    if name == "load_pretrained":
-        from fusionjax.convert import load_pretrained
+    # Loaded on first use, so that `import fusionjax` never imports the converter or its dependencies.
+    if name in _LAZY:
+        import importlib
 
-        return load_pretrained
+        return getattr(importlib.import_module(_LAZY[name]), name)
     raise AttributeError(f"module 'fusionjax' has no attribute {name!r}")

@@ -1,10 +1,10 @@
 """Residual (add) and dense (concat) blocks, Flax linen, NHWC.
 
-Every block takes ``(x, train)``, computes in ``dtype`` with float32 parameters, and honours ``drop_path``
-(stochastic depth on its branch), ``zero_init_last`` (its branch starts as zero, so the block starts as the
-identity or adds nothing), an injectable ``norm`` (``BatchNorm`` or ``GroupNorm``, see ``fusionjax.layers``),
-``act`` and ``conv``. Submodule names follow torchvision's (``conv1``, ``bn1``, ``downsample_conv``, ``norm1``…)
-so the converter's key table stays one line per layer kind.
+Every block takes ``(x, train)`` and is built from three injectable parts, as in the Flax ImageNet example:
+``conv`` and ``norm`` (module partials that carry the compute ``dtype`` and any shared options; a model binds them
+once) and ``act``. Blocks also honour ``drop_path`` (stochastic depth on the branch) and ``zero_init_last`` (the
+branch starts as zero, so the block starts as the identity or adds nothing). Submodule names follow torchvision's
+(``conv1``, ``bn1``, ``downsample_conv``, ``norm1``…) so the converter's key table stays one line per layer kind.
 """
 
 from typing import Callable, ClassVar, Literal, Sequence
@@ -14,24 +14,29 @@ import jax
 import jax.numpy as jnp
 
 from fusionjax.fusion import add, concat
-from fusionjax.layers import (
-    BatchNorm, Conv2d, DropPath, Dtype, ModuleDef, avg_pool, global_avg_pool, materialized,
-)
+from fusionjax.layers import BatchNorm, Conv2d, DropPath, ModuleDef, avg_pool, global_avg_pool, reused
+
+
+def _zeros_if(flag: bool, init_name: str) -> dict:
+    """``{init_name: zeros}`` when ``flag``: the keyword that makes a layer start at zero (``zero_init_last``)."""
+    return {init_name: nn.initializers.zeros} if flag else {}
 
 
 class SqueezeExcite(nn.Module):
-    """Squeeze-and-excitation (Hu et al. 2018): channel gates from globally pooled features."""
+    """Squeeze-and-excitation (Hu et al. 2018): channel gates from globally pooled features, through two 1×1
+    convolutions with bias (timm's ``SEModule``)."""
 
     reduction: int = 16
-    dtype: Dtype = jnp.float32
+    conv: ModuleDef = Conv2d
+    act: Callable = nn.relu
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
-        gates = global_avg_pool(x)
-        gates = nn.relu(nn.Dense(max(1, channels // self.reduction), dtype=self.dtype, name="fc1")(gates))
-        gates = jax.nn.sigmoid(nn.Dense(channels, dtype=self.dtype, name="fc2")(gates))
-        return x * gates[:, None, None, :].astype(x.dtype)
+        gates = global_avg_pool(x)[:, None, None, :]
+        gates = self.act(self.conv(max(1, channels // self.reduction), 1, use_bias=True, name="fc1")(gates))
+        gates = jax.nn.sigmoid(self.conv(channels, 1, use_bias=True, name="fc2")(gates))
+        return x * gates.astype(x.dtype)
 
 
 class ResidualBlock(nn.Module):
@@ -52,7 +57,6 @@ class ResidualBlock(nn.Module):
     conv: ModuleDef = Conv2d
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     expansion: ClassVar[int] = 1  # output channels = features * expansion
     preactivated: ClassVar[bool] = False  # True: the block starts with norm→act; the model adds a final norm
@@ -60,14 +64,6 @@ class ResidualBlock(nn.Module):
     @property
     def out_features(self) -> int:
         return self.features * self.expansion
-
-    def _conv(self, features: int, kernel_size: int, name: str, strides: int = 1, groups: int = 1, zero=False):
-        kwargs = {"kernel_init": nn.initializers.zeros} if zero else {}
-        return self.conv(features, kernel_size, strides=strides, groups=groups, dtype=self.dtype, name=name, **kwargs)
-
-    def _norm(self, name: str, zero: bool = False):
-        kwargs = {"scale_init": nn.initializers.zeros} if zero else {}
-        return self.norm(dtype=self.dtype, name=name, **kwargs)
 
     def _shortcut(self, x: jax.Array, source: jax.Array, train: bool, with_norm: bool) -> jax.Array:
         """The identity path: ``x`` unchanged, or ``source`` projected / zero-padded to the branch's shape."""
@@ -83,17 +79,16 @@ class ResidualBlock(nn.Module):
         if self.shortcut != "projection":
             raise ValueError(f"shortcut must be 'projection' or 'zero_pad', got {self.shortcut!r}.")
         if not with_norm:
-            return self._conv(out, 1, "shortcut_conv", strides=self.strides)(source)
-        y = self._conv(out, 1, "downsample_conv", strides=self.strides)(source)
-        return self._norm("downsample_bn")(y, train)
+            return self.conv(out, 1, strides=self.strides, name="shortcut_conv")(source)
+        y = self.conv(out, 1, strides=self.strides, name="downsample_conv")(source)
+        return self.norm(name="downsample_bn")(y, train)
 
     def _merge(self, branch: jax.Array, shortcut: jax.Array, train: bool) -> jax.Array:
         """The block's output: shortcut + branch, then ``act`` unless the block is pre-activated."""
         if self.se_reduction:
-            branch = SqueezeExcite(self.se_reduction, self.dtype, name="se")(branch)
+            branch = SqueezeExcite(self.se_reduction, conv=self.conv, act=self.act, name="se")(branch)
         out = add(shortcut, DropPath(self.drop_path)(branch, train))
-        # The residual stream, stored once: else XLA:CPU recomputes it from the stage's first block in every reader.
-        return materialized(out if self.preactivated else self.act(out), train)
+        return reused(out if self.preactivated else self.act(out), train=train)  # the residual stream
 
 
 class BasicBlock(ResidualBlock):
@@ -101,10 +96,10 @@ class BasicBlock(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        y = self._conv(self.features, 3, "conv1", strides=self.strides)(x)
-        y = self.act(self._norm("bn1")(y, train))
-        y = self._conv(self.features, 3, "conv2")(y)
-        y = self._norm("bn2", zero=self.zero_init_last)(y, train)
+        y = self.conv(self.features, 3, strides=self.strides, name="conv1")(x)
+        y = self.act(self.norm(name="bn1")(y, train))
+        y = self.conv(self.features, 3, name="conv2")(y)
+        y = self.norm(name="bn2", **_zeros_if(self.zero_init_last, "scale_init"))(y, train)
         return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
 
 
@@ -121,10 +116,11 @@ class Bottleneck(ResidualBlock):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = int(self.features * (self.base_width / 64.0)) * self.groups
-        y = self.act(self._norm("bn1")(self._conv(width, 1, "conv1")(x), train))
-        y = self._conv(width, 3, "conv2", strides=self.strides, groups=self.groups)(y)
-        y = self.act(self._norm("bn2")(y, train))
-        y = self._norm("bn3", zero=self.zero_init_last)(self._conv(self.out_features, 1, "conv3")(y), train)
+        y = self.act(self.norm(name="bn1")(self.conv(width, 1, name="conv1")(x), train))
+        y = self.conv(width, 3, strides=self.strides, groups=self.groups, name="conv2")(y)
+        y = self.act(self.norm(name="bn2")(y, train))
+        y = self.conv(self.out_features, 1, name="conv3")(y)
+        y = self.norm(name="bn3", **_zeros_if(self.zero_init_last, "scale_init"))(y, train)
         return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
 
 
@@ -139,12 +135,12 @@ class PreActBasicBlock(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        pre = self.act(self._norm("bn1")(x, train))
+        pre = self.act(self.norm(name="bn1")(x, train))
         shortcut = self._shortcut(x, pre, train, with_norm=False)
-        y = self._conv(self.features, 3, "conv1", strides=self.strides)(pre)
-        y = self.act(self._norm("bn2")(y, train))
+        y = self.conv(self.features, 3, strides=self.strides, name="conv1")(pre)
+        y = self.act(self.norm(name="bn2")(y, train))
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
-        y = self._conv(self.features, 3, "conv2", zero=self.zero_init_last)(y)
+        y = self.conv(self.features, 3, name="conv2", **_zeros_if(self.zero_init_last, "kernel_init"))(y)
         return self._merge(y, shortcut, train)
 
 
@@ -159,11 +155,13 @@ class PreActBottleneck(ResidualBlock):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = int(self.features * (self.base_width / 64.0)) * self.groups
-        pre = self.act(self._norm("bn1")(x, train))
+        pre = self.act(self.norm(name="bn1")(x, train))
         shortcut = self._shortcut(x, pre, train, with_norm=False)
-        y = self._conv(width, 1, "conv1")(pre)
-        y = self._conv(width, 3, "conv2", strides=self.strides, groups=self.groups)(self.act(self._norm("bn2")(y, train)))
-        y = self._conv(self.out_features, 1, "conv3", zero=self.zero_init_last)(self.act(self._norm("bn3")(y, train)))
+        y = self.conv(width, 1, name="conv1")(pre)
+        y = self.act(self.norm(name="bn2")(y, train))
+        y = self.conv(width, 3, strides=self.strides, groups=self.groups, name="conv2")(y)
+        y = self.act(self.norm(name="bn3")(y, train))
+        y = self.conv(self.out_features, 1, name="conv3", **_zeros_if(self.zero_init_last, "kernel_init"))(y)
         return self._merge(y, shortcut, train)
 
 
@@ -178,8 +176,8 @@ class PlainBlock(ResidualBlock):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         if self.drop_path or self.zero_init_last or self.se_reduction:
             raise ValueError("PlainBlock has no shortcut: drop_path, zero_init_last and se_reduction need one.")
-        y = self.act(self._norm("bn1")(self._conv(self.features, 3, "conv1", strides=self.strides)(x), train))
-        return self.act(self._norm("bn2")(self._conv(self.features, 3, "conv2")(y), train))
+        y = self.act(self.norm(name="bn1")(self.conv(self.features, 3, strides=self.strides, name="conv1")(x), train))
+        return self.act(self.norm(name="bn2")(self.conv(self.features, 3, name="conv2")(y), train))
 
 
 class DenseLayer(nn.Module):
@@ -202,34 +200,32 @@ class DenseLayer(nn.Module):
     conv: ModuleDef = Conv2d
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, inputs: jax.Array | Sequence[jax.Array], train: bool = False) -> jax.Array:
         features = [inputs] if isinstance(inputs, jax.Array) else list(inputs)
-        last_init = {"kernel_init": nn.initializers.zeros} if self.zero_init_last else {}
+        last_init = _zeros_if(self.zero_init_last, "kernel_init")
         if self.bn_size is None:
-            y = self.act(self.norm(dtype=self.dtype, name="norm1")(concat(*features), train))
-            y = self.conv(self.growth_rate, 3, dtype=self.dtype, name="conv1", **last_init)(y)
+            y = self.act(self.norm(name="norm1")(concat(*features), train))
+            y = self.conv(self.growth_rate, 3, name="conv1", **last_init)(y)
         else:
             def bottleneck(module: "DenseLayer", features: list[jax.Array]) -> jax.Array:
-                y = module.act(module.norm(dtype=module.dtype, name="norm1")(concat(*features), train))
-                return module.conv(module.bn_size * module.growth_rate, 1, dtype=module.dtype, name="conv1")(y)
+                y = module.act(module.norm(name="norm1")(concat(*features), train))
+                return module.conv(module.bn_size * module.growth_rate, 1, name="conv1")(y)
 
             if self.memory_efficient:
                 bottleneck = nn.remat(bottleneck)
-            y = bottleneck(self, features)
-            y = self.act(self.norm(dtype=self.dtype, name="norm2")(y, train))
-            y = self.conv(self.growth_rate, 3, dtype=self.dtype, name="conv2", **last_init)(y)
+            y = self.act(self.norm(name="norm2")(bottleneck(self, features), train))
+            y = self.conv(self.growth_rate, 3, name="conv2", **last_init)(y)
         y = nn.Dropout(self.drop_rate, deterministic=not train)(y)
-        # Every later layer adds to this feature's gradient; stored once, the sum is not recomputed by its readers.
-        return materialized(DropPath(self.drop_path)(y, train), train)
+        return reused(DropPath(self.drop_path)(y, train), train=train)  # read by every later layer of the block
 
 
 class DenseBlock(nn.Module):
     """``num_layers`` DenseLayers, each fed the concatenation of the block input and all earlier layers' outputs.
 
-    ``drop_path`` is one rate for every layer, or one rate per layer.
+    Returns that concatenation with the last layer's maps. ``drop_path`` is one rate for every layer, or one rate
+    per layer.
     """
 
     num_layers: int
@@ -242,7 +238,6 @@ class DenseBlock(nn.Module):
     conv: ModuleDef = Conv2d
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -252,8 +247,9 @@ class DenseBlock(nn.Module):
         features = [x]
         for i, rate in enumerate(rates):
             layer = DenseLayer(
-                self.growth_rate, self.bn_size, self.drop_rate, self.memory_efficient, rate, self.zero_init_last,
-                self.conv, self.norm, self.act, self.dtype, name=f"denselayer{i + 1}",
+                growth_rate=self.growth_rate, bn_size=self.bn_size, drop_rate=self.drop_rate,
+                memory_efficient=self.memory_efficient, drop_path=rate, zero_init_last=self.zero_init_last,
+                conv=self.conv, norm=self.norm, act=self.act, name=f"denselayer{i + 1}",
             )
             features.append(layer(features, train))
         return concat(*features)
@@ -266,13 +262,11 @@ class Transition(nn.Module):
     conv: ModuleDef = Conv2d
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        y = self.act(self.norm(dtype=self.dtype, name="norm")(x, train))
-        y = self.conv(int(x.shape[-1] * self.compression), 1, dtype=self.dtype, name="conv")(y)
-        return avg_pool(y)
+        y = self.act(self.norm(name="norm")(x, train))
+        return avg_pool(self.conv(int(x.shape[-1] * self.compression), 1, name="conv")(y))
 
 
 class HybridBlock(ResidualBlock):
@@ -289,13 +283,9 @@ class HybridBlock(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        features = [x]
-        for i in range(self.num_layers):
-            layer = DenseLayer(
-                self.growth_rate, self.bn_size, conv=self.conv, norm=self.norm, act=self.act, dtype=self.dtype,
-                name=f"denselayer{i + 1}",
-            )
-            features.append(layer(features, train))
-        y = self._conv(self.features, 1, "fuse_conv", strides=self.strides)(concat(*features[1:]))
-        y = self._norm("fuse_bn", zero=self.zero_init_last)(y, train)
+        dense = DenseBlock(num_layers=self.num_layers, growth_rate=self.growth_rate, bn_size=self.bn_size,
+                           conv=self.conv, norm=self.norm, act=self.act, name="dense")
+        new_maps = dense(x, train)[..., x.shape[-1]:]
+        y = self.conv(self.features, 1, strides=self.strides, name="fuse_conv")(new_maps)
+        y = self.norm(name="fuse_bn", **_zeros_if(self.zero_init_last, "scale_init"))(y, train)
         return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)

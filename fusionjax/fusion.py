@@ -13,7 +13,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fusionjax.layers import BatchNorm, Conv2d, Dtype, ModuleDef
+from fusionjax.layers import BatchNorm, Conv2d, ModuleDef
 
 
 def _shapes(xs: Sequence[jax.Array]) -> str:
@@ -70,18 +70,17 @@ class ASFF(nn.Module):
     conv: ModuleDef = Conv2d
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
-    dtype: Dtype = jnp.float32
 
     def _align(self, x: jax.Array, source: int, target_shape: tuple, train: bool) -> jax.Array:
         channels = target_shape[-1]
         if source < self.level:  # finer level: downsample by strided convs, one per halving
             for step in range(self.level - source):
-                x = self.conv(channels, 3, strides=2, dtype=self.dtype, name=f"down{source}_{step}")(x)
-                x = self.act(self.norm(dtype=self.dtype, name=f"down{source}_{step}_norm")(x, train))
+                x = self.conv(channels, 3, strides=2, name=f"down{source}_{step}")(x)
+                x = self.act(self.norm(name=f"down{source}_{step}_norm")(x, train))
         elif source > self.level:  # coarser level: match channels, then upsample
             if x.shape[-1] != channels:
-                x = self.conv(channels, 1, dtype=self.dtype, name=f"lateral{source}")(x)
-                x = self.act(self.norm(dtype=self.dtype, name=f"lateral{source}_norm")(x, train))
+                x = self.conv(channels, 1, name=f"lateral{source}")(x)
+                x = self.act(self.norm(name=f"lateral{source}_norm")(x, train))
             x = _resize_nearest(x, target_shape[1], target_shape[2])
         return x
 
@@ -101,15 +100,15 @@ class ASFF(nn.Module):
         target_shape = levels[self.level].shape
         aligned = [self._align(x, i, target_shape, train) for i, x in enumerate(levels)]
         compressed = [
-            self.act(self.conv(self.compress_channels, 1, dtype=self.dtype, name=f"weight{i}")(x))
+            self.act(self.conv(self.compress_channels, 1, name=f"weight{i}")(x))
             for i, x in enumerate(aligned)
         ]
-        logits = self.conv(len(levels), 1, use_bias=True, dtype=self.dtype, name="weight_logits")(concat(*compressed))
-        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(self.dtype)
+        logits = self.conv(len(levels), 1, use_bias=True, name="weight_logits")(concat(*compressed))
+        weights = jax.nn.softmax(logits.astype(jnp.float32), axis=-1).astype(logits.dtype)
         self.sow("intermediates", "fusion_weights", weights)  # (N, H, W, levels): what each position took from where
         fused = add(*[x * weights[..., i : i + 1] for i, x in enumerate(aligned)])
-        return self.act(self.norm(dtype=self.dtype, name="out_norm")(
-            self.conv(target_shape[-1], 3, dtype=self.dtype, name="out")(fused), train))
+        return self.act(self.norm(name="out_norm")(
+            self.conv(target_shape[-1], 3, name="out")(fused), train))
 
 
 class FPNBlock(nn.Module):
@@ -122,16 +121,15 @@ class FPNBlock(nn.Module):
     features: int
     mode: Literal["add", "concat"] = "add"
     conv: ModuleDef = Conv2d
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, top_down: jax.Array, lateral: jax.Array) -> jax.Array:
-        lateral = self.conv(self.features, 1, use_bias=True, dtype=self.dtype, name="lateral")(lateral)
+        lateral = self.conv(self.features, 1, use_bias=True, name="lateral")(lateral)
         up = _resize_nearest(top_down, lateral.shape[1], lateral.shape[2])
         if self.mode == "add":
             return add(up, lateral)
         if self.mode == "concat":
-            return self.conv(self.features, 1, use_bias=True, dtype=self.dtype, name="merge")(concat(up, lateral))
+            return self.conv(self.features, 1, use_bias=True, name="merge")(concat(up, lateral))
         raise ValueError(f"FPNBlock mode must be 'add' or 'concat', got {self.mode!r}.")
 
 
@@ -141,18 +139,17 @@ class FPN(nn.Module):
     features: int = 256
     mode: Literal["add", "concat"] = "add"
     conv: ModuleDef = Conv2d
-    dtype: Dtype = jnp.float32
 
     @nn.compact
     def __call__(self, levels: Sequence[jax.Array]) -> list[jax.Array]:
-        top = self.conv(self.features, 1, use_bias=True, dtype=self.dtype, name="top_lateral")(levels[-1])
+        top = self.conv(self.features, 1, use_bias=True, name="top_lateral")(levels[-1])
         merged = [top]
         for i in range(len(levels) - 2, -1, -1):
-            top = FPNBlock(self.features, self.mode, self.conv, self.dtype, name=f"merge{i}")(top, levels[i])
+            top = FPNBlock(self.features, mode=self.mode, conv=self.conv, name=f"merge{i}")(top, levels[i])
             merged.append(top)
         merged.reverse()
         return [
-            self.conv(self.features, 3, use_bias=True, dtype=self.dtype, name=f"smooth{i}")(x)
+            self.conv(self.features, 3, use_bias=True, name=f"smooth{i}")(x)
             for i, x in enumerate(merged)
         ]
 

@@ -138,8 +138,8 @@ def test_squeeze_excite_matches_numpy():
     se = blocks.SqueezeExcite(reduction=8)
     params = _init(se, x)["params"]
     pooled = np.asarray(x).mean(axis=(1, 2))
-    hidden = np.maximum(pooled @ params["fc1"]["kernel"] + params["fc1"]["bias"], 0)
-    gates = 1 / (1 + np.exp(-(hidden @ params["fc2"]["kernel"] + params["fc2"]["bias"])))
+    hidden = np.maximum(pooled @ params["fc1"]["kernel"][0, 0] + params["fc1"]["bias"], 0)  # 1×1 convs (timm's SE)
+    gates = 1 / (1 + np.exp(-(hidden @ params["fc2"]["kernel"][0, 0] + params["fc2"]["bias"])))
     np.testing.assert_allclose(_apply(se, {"params": params}, x), np.asarray(x) * gates[:, None, None, :], rtol=1e-5)
 
 
@@ -232,7 +232,7 @@ def test_hybrid_block_concats_inside_and_adds_outside():
     block = blocks.HybridBlock(16, growth_rate=4, num_layers=3)
     variables = jax.eval_shape(block.init, jax.random.key(0), x)
     assert variables["params"]["fuse_conv"]["kernel"].shape == (1, 1, 3 * 4, 16)  # the concat of 3 new maps
-    assert "denselayer3" in variables["params"] and "downsample_conv" not in variables["params"]
+    assert "denselayer3" in variables["params"]["dense"] and "downsample_conv" not in variables["params"]
     strided = blocks.HybridBlock(32, strides=2, growth_rate=4)
     out = _apply(strided, _init(strided, x), x)
     chex.assert_shape(out, (2, 3, 3, 32))

@@ -347,17 +347,17 @@ def test_pretrained_from_file_url_then_from_cache(tmp_path, resnet18_file, monke
         back = to_torchvision("resnet18", variables)
         assert all(torch.equal(back[k], v) for k, v in expected.items())
 
-    model, variables = fusionjax.create_model("resnet18", pretrained=True)
+    model, variables = fusionjax.pretrained("resnet18")
     assert_torchvision_weights(variables)
     assert (tmp_path / "cache" / "torchvision" / served.name).read_bytes() == served.read_bytes()
     assert (tmp_path / "cache" / "converted" / f"resnet18.{served.stem}" / "card.json").is_file()
 
     served.unlink()  # neither downloaded nor converted again: the converted cache is read directly
-    monkeypatch.setattr(convert.pretrained, "from_torchvision", lambda *a, **k: pytest.fail("converted again"))
-    assert_torchvision_weights(fusionjax.create_model("resnet18", pretrained=True)[1])
+    monkeypatch.setattr(convert.hub, "from_torchvision", lambda *a, **k: pytest.fail("converted again"))
+    assert_torchvision_weights(fusionjax.pretrained("resnet18")[1])
 
     with pytest.raises(ValueError, match="num_classes=10"):
-        fusionjax.create_model("resnet18", num_classes=10, pretrained=True)
+        fusionjax.pretrained("resnet18", num_classes=10)
     with pytest.raises(ValueError, match="IMAGENET1K_V1, DEFAULT"):
         convert.pretrained_variables("resnet18", model, weights="IMAGENET1K_V2")
     assert convert.torchvision_weights("resnet50", "IMAGENET1K_V1").url.endswith("resnet50-0676ba61.pth")
@@ -371,7 +371,7 @@ def test_pretrained_from_prefilled_download_and_hash_checks(tmp_path, resnet18_f
     monkeypatch.setenv("FUSIONJAX_CACHE", str(tmp_path / "cache"))
     (tmp_path / "cache" / "torchvision").mkdir(parents=True)
     (tmp_path / "cache" / "torchvision" / name).write_bytes(resnet18_file.read_bytes())
-    variables = fusionjax.create_model("resnet18", pretrained=True)[1]
+    variables = fusionjax.pretrained("resnet18")[1]
     expected = torch.load(resnet18_file, weights_only=True)
     assert all(torch.equal(to_torchvision("resnet18", variables)[k], v) for k, v in expected.items())
 
@@ -380,6 +380,6 @@ def test_pretrained_from_prefilled_download_and_hash_checks(tmp_path, resnet18_f
     (tmp_path / "server" / wrong).write_bytes(resnet18_file.read_bytes())
     monkeypatch.setattr(entry.value, "url", (tmp_path / "server" / wrong).as_uri())
     with pytest.raises(ValueError, match="hash"):
-        fusionjax.create_model("resnet18", pretrained=True)
+        fusionjax.pretrained("resnet18")
     assert not (tmp_path / "cache" / "torchvision" / wrong).exists()
     assert not (tmp_path / "cache" / "converted" / f"resnet18.{Path(wrong).stem}").exists()

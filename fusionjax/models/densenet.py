@@ -7,10 +7,10 @@ import jax
 
 from fusionjax.blocks import DenseBlock, Transition
 from fusionjax.layers import max_pool
-from fusionjax.models.common import Classifier, check_image_batch
+from fusionjax.models.base import ImageClassifier, check_image_batch
 
 
-class DenseNet(Classifier):
+class DenseNet(ImageClassifier):
     """Stem → dense blocks joined by transitions (compression θ) → norm→act → global pool → linear.
 
     ``stem='imagenet'``: 7×7/2 conv, norm, act, 3×3/2 max pool (torchvision's ``features.conv0…pool0``);
@@ -31,12 +31,13 @@ class DenseNet(Classifier):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
         check_image_batch(x, self.in_channels, type(self).__name__)
+        conv, norm = self._parts()
         outputs = {}
         if self.stem == "imagenet":
-            x = self.conv(self.num_init_features, 7, strides=2, dtype=self.dtype, name="conv0")(x)
-            x = max_pool(self.act(self.norm(dtype=self.dtype, name="norm0")(x, train)))
+            x = conv(self.num_init_features, 7, strides=2, name="conv0")(x)
+            x = max_pool(self.act(norm(name="norm0")(x, train)))
         elif self.stem == "cifar":
-            x = self.conv(self.num_init_features, 3, dtype=self.dtype, name="conv0")(x)
+            x = conv(self.num_init_features, 3, name="conv0")(x)
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
         outputs["stem"] = x
@@ -45,15 +46,14 @@ class DenseNet(Classifier):
         first = 0
         for i, size in enumerate(self.block_config):
             x = DenseBlock(
-                size, self.growth_rate, self.bn_size, self.drop_rate, self.memory_efficient,
-                tuple(rates[first : first + size]), self.zero_init_last, self.conv, self.norm, self.act, self.dtype,
-                name=f"denseblock{i + 1}",
+                num_layers=size, growth_rate=self.growth_rate, bn_size=self.bn_size, drop_rate=self.drop_rate,
+                memory_efficient=self.memory_efficient, drop_path=tuple(rates[first : first + size]),
+                zero_init_last=self.zero_init_last, conv=conv, norm=norm, act=self.act, name=f"denseblock{i + 1}",
             )(x, train)
             first += size
             outputs[f"stage{i + 1}"] = x
             if i != len(self.block_config) - 1:
-                x = Transition(self.compression, self.conv, self.norm, self.act, self.dtype, name=f"transition{i + 1}")(
-                    x, train
-                )
-        x = self.act(self.norm(dtype=self.dtype, name="norm5")(x, train))
+                transition = Transition(self.compression, conv=conv, norm=norm, act=self.act, name=f"transition{i + 1}")
+                x = transition(x, train)
+        x = self.act(norm(name="norm5")(x, train))
         return self._head(x, outputs, features, name="classifier")

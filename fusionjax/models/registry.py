@@ -150,26 +150,17 @@ def get_model_spec(name: str) -> ModelSpec:
         raise UnknownModelError(f"Unknown model {name!r}.{hint} Known models: {', '.join(list_models())}.") from None
 
 
-def create_model(
-    name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, pretrained: bool | str = False, **overrides
-):
-    """Build a registered model (a Flax linen module; initialize it with ``model.init``).
+def create_model(name: str, *, num_classes: int | None = None, dtype: Any = jnp.float32, **overrides) -> nn.Module:
+    """Build a registered model: a Flax linen module, to initialize with ``model.init``.
 
     ``num_classes`` defaults to the data set the architecture was designed for (1000 or 10); ``dtype`` is the
     compute dtype (parameters stay float32); ``overrides`` set any other field of the model class, e.g.
     ``drop_path=0.1``, ``zero_init_last=True``, ``norm=fusionjax.layers.GroupNorm``, ``memory_efficient=True``.
-    With ``pretrained=True`` (torchvision architectures only) returns ``(model, variables)`` holding
-    torchvision's DEFAULT ImageNet weights, downloaded once into ``$FUSIONJAX_CACHE`` and converted
-    (``fusionjax.convert``); ``pretrained='IMAGENET1K_V1'`` (or another of torchvision's weight names) picks them.
+    Pretrained weights: ``fusionjax.pretrained(name)``.
     """
     spec = get_model_spec(name)
-    fields = {f.name for f in dataclasses.fields(spec.build.func)}
+    fields = {f.name for f in dataclasses.fields(spec.build.func)} - {"parent", "name"}
     unknown = sorted(set(overrides) - fields)
     if unknown:
-        raise TypeError(f"{name}: unknown option(s) {unknown}; {spec.build.func.__name__} takes {sorted(fields - {'parent', 'name'})}.")
-    model = spec.build(num_classes=num_classes or spec.num_classes, dtype=dtype, **overrides)
-    if not pretrained:
-        return model
-    from fusionjax.convert import pretrained_variables  # torch-free unless the weights need converting
-
-    return model, pretrained_variables(name, model, weights=None if pretrained is True else pretrained)
+        raise TypeError(f"{name}: unknown option(s) {unknown}; {spec.build.func.__name__} takes {sorted(fields)}.")
+    return spec.build(num_classes=num_classes or spec.num_classes, dtype=dtype, **overrides)

@@ -11,15 +11,15 @@ import flax.linen as nn
 import jax
 
 from fusionjax.blocks import Bottleneck, ResidualBlock
-from fusionjax.layers import ModuleDef, materialized, max_pool
-from fusionjax.models.common import Classifier, check_image_batch
+from fusionjax.layers import ModuleDef, max_pool, reused
+from fusionjax.models.base import ImageClassifier, check_image_batch
 
 
 def _block_class(block: ModuleDef) -> type[ResidualBlock]:
     return block.func if isinstance(block, functools.partial) else block
 
 
-class ResNet(Classifier):
+class ResNet(ImageClassifier):
     """Stem → stages of residual blocks (the first block of stages 2+ strides by 2) → global pool → linear.
 
     ``stem='imagenet'`` is a 7×7/2 conv and a 3×3/2 max pool (input /4); ``stem='cifar'`` a 3×3/1 conv.
@@ -38,38 +38,28 @@ class ResNet(Classifier):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
         check_image_batch(x, self.in_channels, type(self).__name__)
+        conv, norm = self._parts()
         preactivated = _block_class(self.block).preactivated
         outputs = {}
         if self.stem == "imagenet":
-            x = self.conv(self.stem_width, 7, strides=2, dtype=self.dtype, name="conv1")(x)
+            x = conv(self.stem_width, 7, strides=2, name="conv1")(x)
         elif self.stem == "cifar":
-            x = self.conv(self.stem_width, 3, dtype=self.dtype, name="conv1")(x)
+            x = conv(self.stem_width, 3, name="conv1")(x)
         else:
             raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
         if not preactivated:
-            x = self.act(self.norm(dtype=self.dtype, name="bn1")(x, train))
-        if self.stem == "imagenet":
-            x = max_pool(x)
-        else:  # the residual stream's first element, stored like every block's output: else XLA computes the
-            x = materialized(x, train)  # element-wise image stem inside both readers of the first block
+            x = self.act(norm(name="bn1")(x, train))
+        x = max_pool(x) if self.stem == "imagenet" else reused(x, train=train)  # read by both paths of block 1
         outputs["stem"] = x
 
+        block = functools.partial(self.block, shortcut=self.shortcut, zero_init_last=self.zero_init_last,
+                                  conv=conv, norm=norm, act=self.act)
         rates = iter(self._drop_path_rates(sum(self.stage_sizes)))
         for stage, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths, strict=True)):
             for j in range(size):
-                x = self.block(
-                    width,
-                    strides=2 if stage > 0 and j == 0 else 1,
-                    shortcut=self.shortcut,
-                    drop_path=next(rates),
-                    zero_init_last=self.zero_init_last,
-                    conv=self.conv,
-                    norm=self.norm,
-                    act=self.act,
-                    dtype=self.dtype,
-                    name=f"layer{stage + 1}_{j}",
-                )(x, train)
+                strides = 2 if stage > 0 and j == 0 else 1
+                x = block(width, strides=strides, drop_path=next(rates), name=f"layer{stage + 1}_{j}")(x, train)
             outputs[f"stage{stage + 1}"] = x
         if preactivated:
-            x = self.act(self.norm(dtype=self.dtype, name="final_bn")(x, train))
+            x = self.act(norm(name="final_bn")(x, train))
         return self._head(x, outputs, features, name="fc")

@@ -1,5 +1,6 @@
 """What every model family shares: its options, the input check and the classification head."""
 
+import functools
 from typing import Callable
 
 import flax.linen as nn
@@ -27,8 +28,9 @@ def check_image_batch(x: jax.Array, in_channels: int, model: str) -> None:
         )
 
 
-class Classifier(nn.Module):
-    """Options shared by ResNet and DenseNet, and their head (global average pool → linear, float32 logits).
+class ImageClassifier(nn.Module):
+    """The base of ResNet and DenseNet: the options they share, ``conv``/``norm`` bound to ``dtype`` once, and
+    their head (global average pool → linear, float32 logits).
 
     ``drop_path`` is the stochastic-depth rate of the deepest block; it rises linearly from 0 at the first.
     """
@@ -41,6 +43,10 @@ class Classifier(nn.Module):
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
     dtype: Dtype = jnp.float32
+
+    def _parts(self) -> tuple[ModuleDef, ModuleDef]:
+        """``conv`` and ``norm`` with the compute dtype bound, for every layer of the model."""
+        return functools.partial(self.conv, dtype=self.dtype), functools.partial(self.norm, dtype=self.dtype)
 
     def _drop_path_rates(self, num_blocks: int) -> list[float]:
         return [self.drop_path * i / max(num_blocks - 1, 1) for i in range(num_blocks)]

@@ -1,4 +1,4 @@
-"""torchvision's ImageNet weights for ``create_model(arch, pretrained=True)``: download, verify, convert once, cache.
+"""torchvision's ImageNet weights: ``pretrained(arch)`` downloads, verifies, converts once and caches them.
 
 The weight URL and its SHA-256 prefix come from torchvision's own weights enums
 (``torchvision.models.get_model_weights(arch)``). The cache lives in ``$FUSIONJAX_CACHE`` (default
@@ -40,13 +40,25 @@ def torchvision_weights(arch: str, weights: str | None = None):
         raise ValueError(f"{arch} has no torchvision weights {weights!r}; it has {known}.") from None
 
 
+def pretrained(arch: str, weights: str | None = None, **model_options) -> tuple[nn.Module, dict]:
+    """``(model, variables)``: ``create_model(arch, **model_options)`` holding torchvision's ImageNet ``weights``
+    (``'IMAGENET1K_V1'``, ``'IMAGENET1K_V2'``…; default torchvision's DEFAULT), downloaded once into
+    ``$FUSIONJAX_CACHE``, checked against torchvision's SHA-256 prefix, converted once and read from there after.
+    ``model_options`` are ``create_model``'s, e.g. ``dtype=jnp.bfloat16``; the classifier stays 1000-class.
+    """
+    from fusionjax.models.registry import create_model
+
+    model = create_model(arch, **model_options)
+    return model, pretrained_variables(arch, model, weights)
+
+
 def pretrained_variables(name: str, model: nn.Module, weights: str | None = None) -> dict:
     """The variables of torchvision's ``weights`` (default: torchvision's DEFAULT) for ``model``."""
     keys.torchvision_spec(name)
     if model.num_classes != PRETRAINED_CLASSES:
         raise ValueError(
             f"torchvision's {name} weights have a {PRETRAINED_CLASSES}-class ImageNet classifier, but the model has "
-            f"num_classes={model.num_classes}. Load them into create_model({name!r}, pretrained=True) and replace "
+            f"num_classes={model.num_classes}. Load them with fusionjax.pretrained({name!r}) and replace "
             "the classifier's parameters, or convert with from_torchvision(..., strict=False, model=your_model)."
         )
     entry = torchvision_weights(name, weights)
