@@ -82,6 +82,45 @@ def test_parameter_count_equals_paper(name):
     assert round(_n_params(variables["params"]) / 1e6, digits) == millions
 
 
+def _cifar_resnet_count(depth: int, classes: int = 10) -> int:
+    """He et al. 2016 §4.2 closed form: 3×3 stem to 16, three stages of n basic blocks (16, 32, 64 channels), BN
+    γ/β after every conv, option-A shortcuts (no parameters), a linear head."""
+    n, count, previous = (depth - 2) // 6, 9 * 3 * 16 + 2 * 16, 16
+    for width in (16, 32, 64):
+        for _ in range(n):
+            count += 9 * previous * width + 2 * width + 9 * width * width + 2 * width
+            previous = width
+    return count + 64 * classes + classes
+
+
+def _cifar_densenet_bc_count(torch, depth: int, k: int, classes: int = 10) -> int:
+    """torchvision's DenseNet with the CIFAR DenseNet-BC configuration, counted by torch, with its ImageNet stem
+    (7×7 conv and a BN) swapped for the paper's single 3×3 conv (Huang et al. 2017, §3 and Table 2)."""
+    from fusionjax.torch_compat import import_torchvision
+
+    n = (depth - 4) // 6
+    with torch.device("meta"):
+        reference = import_torchvision().models.DenseNet(growth_rate=k, block_config=(n, n, n),
+                                                         num_init_features=2 * k, num_classes=classes)
+    stem = 2 * k
+    return sum(p.numel() for p in reference.parameters()) - (49 * 3 * stem + 2 * stem) + 9 * 3 * stem
+
+
+@pytest.mark.parametrize("depth", [20, 32, 44, 56, 110])
+def test_cifar_resnet_counts_equal_the_closed_form(depth):
+    assert _n_params(_abstract(f"resnet{depth}")[0]["params"]) == _cifar_resnet_count(depth)
+
+
+@pytest.mark.parametrize("depth, k", [(100, 12), (250, 24), (190, 40)])
+def test_densenet_bc_counts_equal_torchvision_with_the_cifar_stem(depth, k):
+    """Exact, and within 1% of what the paper prints (0.8M, 15.3M, 25.6M): 0.769M, 15.32M and 25.62M."""
+    torch = pytest.importorskip("torch")
+    count = _n_params(_abstract(f"densenet_bc_{depth}_{k}")[0]["params"])
+    assert count == _cifar_densenet_bc_count(torch, depth, k)
+    printed = {100: 0.8e6, 250: 15.3e6, 190: 25.6e6}[depth]
+    assert abs(count / printed - 1) < (0.04 if depth == 100 else 0.01)  # Table 2 rounds 0.769M up to 0.8M
+
+
 def test_plain_nets_differ_from_resnets_only_by_shortcuts():
     # Option-A shortcuts have no parameters, so plain and residual nets of the same depth count the same.
     for depth in (20, 56):
@@ -166,7 +205,8 @@ def test_input_errors_name_the_fix():
 def test_unknown_names_list_close_matches():
     with pytest.raises(KeyError, match=r"Unknown model 'resnet5O'. Did you mean resnet56, resnet50.*Known models: densenet121"):
         fusionjax.create_model("resnet5O")
-    with pytest.raises(TypeError, match=r"unknown option\(s\) \['growth_rate'\]"):
+    with pytest.raises(TypeError, match=r"unknown option\(s\) \['growth_rate'\]; ResNet takes \[.*'drop_path'.*"
+                                        r"'stage_sizes'.*'zero_init_last'\]"):
         fusionjax.create_model("resnet50", growth_rate=12)
     assert fusionjax.list_models("densenet1*") == ["densenet121", "densenet161", "densenet169"]
 
@@ -186,7 +226,14 @@ def test_flax_nnx_users_can_wrap_any_model():
     assert not np.allclose(nnx.to_pure_dict(nnx.state(wrapped, nnx.BatchStat))["bn1"]["mean"], before)
 
 
+HEAVY_OR_OPTIONAL = ("torch", "torchvision", "tensorflow", "tensorflow_datasets", "grain", "optax", "orbax",
+                     "timm", "keras", "onnx", "onnxruntime", "jax2onnx", "qwix", "matplotlib", "sklearn", "mlxtend",
+                     "fusionjax.convert", "fusionjax.export", "fusionjax.analysis", "fusionjax.claims",
+                     "fusionjax.train", "fusionjax.deploy")
+
+
 def test_import_stays_light():
-    code = "import sys, fusionjax; print(sorted(m for m in ('torch', 'torchvision', 'tensorflow') if m in sys.modules))"
+    """``import fusionjax`` loads JAX and Flax: no converter, trainer, exporter or their dependencies."""
+    code = f"import sys, fusionjax; print(sorted(m for m in {HEAVY_OR_OPTIONAL!r} if m in sys.modules))"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"

@@ -6,8 +6,9 @@ of the op stages both with ``jax.lax.platform_dependent``, and lowering for one 
 platform's branch: a program exported for ``cuda`` or ``tpu`` contains none of the CPU code, and one exported for
 several platforms picks per platform when it is compiled. Why each CPU kernel exists: ``docs/cpu-performance.md``.
 
-``use(mode)`` is the one switch, read when a function is traced (jit caches traces: trace a new function, or call
-``jax.clear_caches()``, after changing it):
+``use(mode)`` is the one switch: a JAX config state (``jax.config.update("fusionjax_kernels", mode)`` sets it for
+the process, the environment variable ``FUSIONJAX_KERNELS`` at start), part of jit's cache key, so a function
+traced in one mode is traced again in another:
 
 - ``'auto'`` (default): per platform, as above.
 - ``'reference'``: the plain definitions on every platform. ONNX export traces this way (a converter sees no
@@ -15,34 +16,31 @@ several platforms picks per platform when it is compiled. Why each CPU kernel ex
 - ``'xla_cpu'``: the CPU kernels on every platform, to measure what they would cost on a GPU.
 """
 
-import contextlib
 import functools
 import inspect
-from typing import Callable, Iterator
+from typing import Callable, ContextManager
 
 from jax import lax
+from jax._src import config as jax_config  # JAX's own config states: the only way into jit's cache key
 
 from fusionjax.kernels import xla_cpu
 
 MODES = ("auto", "reference", "xla_cpu")
-_mode = "auto"
+_MODE = jax_config.enum_state(
+    "fusionjax_kernels", MODES, "auto", "fusionjax's layer ops: per platform ('auto'), the plain definitions "
+    "everywhere ('reference') or the XLA:CPU kernels everywhere ('xla_cpu').",
+    include_in_jit_key=True, include_in_trace_context=True)
 
 
-@contextlib.contextmanager
-def use(mode: str) -> Iterator[None]:
+def use(mode: str) -> ContextManager[None]:
     """Trace the layer ops inside the ``with`` block in ``mode`` (one of ``MODES``)."""
-    global _mode
     if mode not in MODES:
         raise ValueError(f"kernels.use: mode must be one of {', '.join(MODES)}, got {mode!r}.")
-    previous, _mode = _mode, mode
-    try:
-        yield
-    finally:
-        _mode = previous
+    return _MODE(mode)
 
 
 def current_mode() -> str:
-    return _mode
+    return _MODE.value
 
 
 def platform_op(reference: Callable) -> Callable:
@@ -56,10 +54,11 @@ def platform_op(reference: Callable) -> Callable:
     def op(*arrays, **options):
         options = {**defaults, **options}
         plain = functools.partial(reference, **options)
-        if cpu_kernel is None or _mode == "reference":
+        mode = _MODE.value
+        if cpu_kernel is None or mode == "reference":
             return plain(*arrays)
         cpu = functools.partial(cpu_kernel, plain, **options)
-        if _mode == "xla_cpu":
+        if mode == "xla_cpu":
             return cpu(*arrays)
         return lax.platform_dependent(*arrays, cpu=cpu, default=plain)
 
