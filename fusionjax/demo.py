@@ -3,7 +3,8 @@
     python -m fusionjax.demo [PATTERN]     # e.g. 'resnet*'; or the console script fusionjax-demo
 
 Models are traced, not run: parameters come from ``jax.eval_shape`` and FLOPs from XLA's cost analysis of the
-lowered (uncompiled) forward pass, so the table costs seconds, not an ImageNet-sized forward per model.
+lowered (uncompiled) forward pass of the plain ops (``kernels.use('reference')``: the model's arithmetic, not a
+platform's rewrite of it), so the table costs seconds, not an ImageNet-sized forward per model.
 """
 
 import argparse
@@ -12,6 +13,7 @@ import math
 import jax
 import jax.numpy as jnp
 
+from fusionjax import kernels
 from fusionjax.models import create_model, get_model_spec, list_models
 
 
@@ -22,8 +24,8 @@ def describe(name: str) -> tuple[int, float, tuple[int, ...]]:
     x = jax.ShapeDtypeStruct((1, spec.input_size, spec.input_size, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), x)
     params = sum(math.prod(p.shape) for p in jax.tree_util.tree_leaves(variables["params"]))
-    lowered = jax.jit(model.apply).lower(variables, x)
-    flops = lowered.cost_analysis()["flops"]
+    with kernels.use("reference"):
+        flops = jax.jit(model.apply).lower(variables, x).cost_analysis()["flops"]
     return params, flops / 1e9, jax.eval_shape(model.apply, variables, x).shape
 
 
