@@ -1,1 +1,3 @@
-"""Training configs for ``fusionjax-train --config configs/NAME.py``; shared defaults live in ``common.py``."""
+"""Training configs, installed as ``fusionjax.configs``: ``fusionjax-train --config NAME`` (or a file's path).
+Shared defaults and recipes live in ``common.py``; a config file imports them as
+``from fusionjax.configs import common``."""

@@ -1,6 +1,6 @@
-"""WRN-28-10 on CIFAR-100: Zagoruyko & Komodakis 2016, Table 4 (20.50% error without dropout); same recipe."""
+"""WRN-28-10 on CIFAR-100: Zagoruyko & Komodakis 2016, Table 4; the recipe of cifar10_wrn28_10.py."""
 
-from configs import cifar10_wrn28_10
+from fusionjax.configs import cifar10_wrn28_10
 
 
 def get_config():

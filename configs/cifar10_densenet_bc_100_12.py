@@ -1,9 +1,10 @@
-"""DenseNet-BC (L=100, k=12) on CIFAR-10: Huang et al. 2017, Table 2 (4.51% error with augmentation).
+"""DenseNet-BC (L=100, k=12) on CIFAR-10: Huang et al. 2017, §4.2 and Table 2 (with data augmentation).
 
-§4.2: SGD with Nesterov momentum 0.9, wd 1e-4, batch 64, 300 epochs, lr 0.1 ÷10 at 50% and 75% of training.
+``common.cifar_config`` with SGD, Nesterov momentum 0.9, wd 1e-4, batch 64, 300 epochs, lr 0.1 ÷10 at 50% and 75%
+of training.
 """
 
-from configs import common
+from fusionjax.configs import common
 
 
 def get_config(dataset: str = "cifar10"):

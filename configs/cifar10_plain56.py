@@ -1,9 +1,10 @@
 """Plain-56 on CIFAR-10, the degradation experiment: He et al. 2016, §4.2 and Fig. 6 (left).
 
-Same recipe as ResNet-56; the plain net trains to a higher training and test error than plain-20.
+The recipe of ResNet-56 (``common.he2016_cifar_config``) for the same depth without shortcuts; the paper's plain-56
+ends with a higher training and test error than its plain-20.
 """
 
-from configs import common
+from fusionjax.configs import common
 
 
 def get_config():

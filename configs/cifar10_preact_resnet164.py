@@ -1,10 +1,10 @@
-"""Pre-activation ResNet-164 on CIFAR-10: He et al. 2016b, "Identity Mappings", Table 2 (5.46% error).
+"""Pre-activation ResNet-164 on CIFAR-10: He et al. 2016b, "Identity Mappings", §4 and Table 2.
 
-Recipe of §4.2 of He et al. 2016 plus the paper's warm-up for ResNet-164 (lr 0.01 for the first 400 iterations,
+``common.he2016_cifar_config`` plus the paper's warm-up for ResNet-164 (lr 0.01 for the first 400 iterations,
 about one epoch): here a one-epoch linear warmup to 0.1.
 """
 
-from configs import common
+from fusionjax.configs import common
 
 
 def get_config():

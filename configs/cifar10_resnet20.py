@@ -1,6 +1,6 @@
-"""ResNet-20 on CIFAR-10: He et al. 2016, §4.2 and Table 6 (option-A shortcuts; reported error 8.75%)."""
+"""ResNet-20 on CIFAR-10: He et al. 2016, §4.2 and Table 6 (option-A shortcuts), ``common.he2016_cifar_config``."""
 
-from configs import common
+from fusionjax.configs import common
 
 
 def get_config():

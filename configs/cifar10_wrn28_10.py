@@ -1,10 +1,10 @@
-"""WRN-28-10 on CIFAR-10: Zagoruyko & Komodakis 2016, Table 4 (4.17% error without dropout).
+"""WRN-28-10 on CIFAR-10: Zagoruyko & Komodakis 2016, §3 and Table 4 (the variant without dropout).
 
-SGD with Nesterov momentum 0.9, wd 5e-4, batch 128, lr 0.1 × 0.2 at epochs 60, 120 and 160, 200 epochs.
-The registry's wrn28_10 has no dropout (the paper's 0.3 dropout variant reaches 3.89%).
+``common.cifar_config`` with SGD, Nesterov momentum 0.9, wd 5e-4, batch 128, lr 0.1 × 0.2 at epochs 60, 120 and
+160, 200 epochs. The registry's wrn28_10 has no dropout.
 """
 
-from configs import common
+from fusionjax.configs import common
 
 
 def get_config(dataset: str = "cifar10"):

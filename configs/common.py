@@ -1,4 +1,5 @@
-"""Defaults every config starts from; a config file changes only what its recipe changes."""
+"""Defaults every config starts from, and the recipes several configs share (CIFAR, ImageNet); a config file
+changes only what its recipe changes. The fields: ``docs/training.md``."""
 
 import ml_collections
 
@@ -11,7 +12,7 @@ def get_config() -> ml_collections.ConfigDict:
     config.model_overrides = ml_collections.ConfigDict()
     config.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 params, optimizer state and BN statistics
 
-    # Data (train/data.py).
+    # Data (fusionjax.train.data; docs/data.md).
     config.dataset = "cifar10"
     config.data_dir = None
     config.manual_dir = None
@@ -91,4 +92,36 @@ def he2016_cifar_config(model: str) -> ml_collections.ConfigDict:
     config.weight_decay = 1e-4
     config.schedule = "piecewise"
     config.piecewise_epochs = (82.0, 123.0)
+    return config
+
+
+def imagenet_config(model: str, dataset: str = "imagenet2012") -> ml_collections.ConfigDict:
+    """What the ImageNet recipes share: 224² inception crops and flips, batch 256, SGD with Nesterov momentum 0.9,
+    lr 0.1 × batch/256 (Goyal et al. 2017, §2.1), weight decay 1e-4, 90 epochs."""
+    config = get_config()
+    config.model = model
+    config.dataset = dataset
+    config.image_size = 224
+    config.augment = "inception"
+    config.input_workers = 8
+    config.batch_size = 256
+    config.eval_batch_size = 1000
+    config.num_epochs = 90.0
+    config.learning_rate = 0.1
+    config.lr_reference_batch = 256
+    config.nesterov = True
+    config.weight_decay = 1e-4
+    config.log_every_steps = 100
+    config.checkpoint_every_steps = 5000
+    return config
+
+
+def bag_of_tricks_config(model: str, dataset: str = "imagenet2012") -> ml_collections.ConfigDict:
+    """The ImageNet recipe with He et al. 2019 ("Bag of Tricks"): a 5-epoch linear warmup (Goyal et al. 2017, §2.2)
+    then cosine decay (§5.1), label smoothing 0.1 (§5.2), no weight decay on BatchNorm and biases (§3.1)."""
+    config = imagenet_config(model, dataset)
+    config.schedule = "cosine"
+    config.warmup_epochs = 5.0
+    config.label_smoothing = 0.1
+    config.decay_norm_and_bias = False
     return config

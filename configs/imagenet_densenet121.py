@@ -1,27 +1,15 @@
-"""DenseNet-121 on ImageNet: Huang et al. 2017, §4.2 and Table 3 (25.02% top-1 error, single crop).
+"""DenseNet-121 on ImageNet: Huang et al. 2017, §4.2 (the fb.resnet.torch recipe).
 
-SGD with Nesterov momentum 0.9, wd 1e-4, batch 256, 90 epochs, lr 0.1 ÷10 at epochs 30 and 60.
+``common.imagenet_config`` (batch 256, SGD with Nesterov momentum 0.9, lr 0.1, wd 1e-4, 90 epochs) with lr ÷10 at
+epochs 30 and 60, and weight decay on every parameter, BatchNorm included, as the paper's Torch code does.
 """
 
-from configs import common
+from fusionjax.configs import common
 
 
 def get_config():
-    config = common.get_config()
-    config.model = "densenet121"
-    config.dataset = "imagenet2012"
-    config.image_size = 224
-    config.augment = "inception"
-    config.input_workers = 8
-    config.batch_size = 256
-    config.eval_batch_size = 1000
-    config.num_epochs = 90.0
-    config.learning_rate = 0.1
-    config.nesterov = True
-    config.weight_decay = 1e-4
-    config.decay_norm_and_bias = True  # as the paper's fb.resnet.torch-based code does
+    config = common.imagenet_config("densenet121")
+    config.decay_norm_and_bias = True
     config.schedule = "piecewise"
     config.piecewise_epochs = (30.0, 60.0)
-    config.log_every_steps = 100
-    config.checkpoint_every_steps = 5000
     return config

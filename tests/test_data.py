@@ -1,4 +1,4 @@
-"""Input pipelines (train/data.py): every data set through the code path a user's data takes, offline.
+"""Input pipelines (fusionjax.train.data): every data set through the code path a user's data takes, offline.
 
 References are independent of the pipeline: scikit-learn's digits array, CIFAR archives written here byte by byte,
 tfds's mock data read directly, torchvision's Resize + CenterCrop, and NumPy arithmetic for normalization.
@@ -15,10 +15,12 @@ import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from train import data
+from fusionjax.train import data, errors
+from fusionjax.train.data import catalog
+from fusionjax.train.data.transforms import Transform, inception_boxes
 
 MEAN_STD = {name: (np.asarray(spec.mean, np.float32), np.asarray(spec.std, np.float32), spec.pixel_max)
-            for name, spec in data._SPECS.items()}
+            for name, spec in catalog.SPECS.items()}
 
 
 def make_config(dataset, **overrides):
@@ -161,13 +163,41 @@ def test_corrupt_archive_is_refused_and_leaves_no_prepared_data(tmp_path, no_net
     members[f"{folder}/batches.meta.txt"] = "".join(f"class{i}\n" for i in range(10)).encode()
     _write_tar(tmp_path / "cifar-10-binary.tar.gz", members)
     config = make_config("cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path))
-    with pytest.raises(ValueError, match="not a whole number of 3073-byte records; the archive is corrupt"):
+    with pytest.raises(errors.DataError, match="not a whole number of 3073-byte records; the archive is corrupt"):
         data.dataset_info(config)
     assert not list((tmp_path / "data").glob("cifar10/3.0.2/*"))
 
 
+class _RunsCode:
+    """Unpickling this calls ``os.system``: what a hostile "CIFAR batch" could hold."""
+
+    def __init__(self, marker):
+        self.marker = str(marker)
+
+    def __reduce__(self):
+        import os
+
+        return os.system, (f"touch {self.marker}",)
+
+
+def test_a_pickled_batch_that_would_run_code_is_refused_unrun(tmp_path, no_network):
+    folder = "cifar-10-batches-py"
+    marker = tmp_path / "code_ran"
+    batch = {b"data": np.zeros((2, 3072), np.uint8), b"labels": [0, 1]}
+    members = {f"{folder}/data_batch_{i}": pickle.dumps(batch) for i in range(2, 6)}
+    members[f"{folder}/data_batch_1"] = pickle.dumps({**batch, b"extra": _RunsCode(marker)})
+    members[f"{folder}/test_batch"] = pickle.dumps(batch)
+    members[f"{folder}/batches.meta"] = pickle.dumps({b"label_names": [f"class{i}".encode() for i in range(10)]})
+    _write_tar(tmp_path / "cifar-10-python.tar.gz", members)
+    config = make_config("cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path))
+    with pytest.raises(errors.DataError, match="refers to posix.system.*refusing to unpickle it"):
+        data.dataset_info(config)
+    assert not marker.exists()
+    assert not list((tmp_path / "data").glob("cifar10/3.0.2/*"))
+
+
 def test_unknown_split_names_the_existing_ones(cifar10_archive):
-    with pytest.raises(ValueError, match=r"Unknown split 'validation'. Should be one of \['train', 'test'\]"):
+    with pytest.raises(errors.ConfigError, match=r"Unknown split 'validation'. Should be one of \['train', 'test'\]"):
         data.eval_batches(make_config(**{**cifar10_archive[0], "eval_split": "validation"}), global_batch_size=4)
 
 
@@ -374,11 +404,11 @@ def test_grain_worker_processes_yield_the_same_batches(imagenette_archive):
 
 def test_inception_crop_stays_in_its_scale_and_ratio_range():
     count = 4000
-    transform = data._Transform("inception", 224, False, 255.0, (0.0,) * 3, (1.0,) * 3)
+    transform = Transform("inception", 224, False, 255.0, (0.0,) * 3, (1.0,) * 3)
     draws = transform.draw(np.random.default_rng(0), count)
     # Mostly 300x400 images; every tenth is 20x400, where no attempt fits and the central fallback is taken.
     sizes = np.where((np.arange(count) % 10 == 0)[:, None], [20, 400], [300, 400])
-    top, left, crop_h, crop_w = data._inception_boxes(sizes, draws).T
+    top, left, crop_h, crop_w = inception_boxes(sizes, draws).T
     assert (top >= 0).all() and (left >= 0).all()
     assert (top + crop_h <= sizes[:, 0]).all() and (left + crop_w <= sizes[:, 1]).all()
     regular = sizes[:, 0] == 300
@@ -438,7 +468,7 @@ def test_unknown_dataset_names_the_known_ones():
     (dict(dataset="digits", input_workers=-1), "input_workers"),
 ])
 def test_bad_config_is_refused_with_the_fix(overrides, match):
-    with pytest.raises(ValueError, match=match):
+    with pytest.raises(errors.ConfigError, match=match):
         next(data.train_batches(make_config(**overrides), seed=0, global_batch_size=8))
 
 
@@ -446,7 +476,7 @@ def test_bad_batch_and_host_arguments_are_refused():
     config = make_config("digits")
     with pytest.raises(ValueError, match="multiple of process_count=3"):
         data.train_batches(config, seed=0, global_batch_size=8, process_count=3)
-    with pytest.raises(ValueError, match="exceeds the 1437 training examples"):
+    with pytest.raises(errors.ConfigError, match="exceeds the 1437 training examples"):
         data.train_batches(config, seed=0, global_batch_size=2048)
     with pytest.raises(ValueError, match="process_index=2"):
         data.eval_batches(config, global_batch_size=8, process_index=2, process_count=2)
@@ -462,7 +492,7 @@ def test_missing_data_fails_fast_saying_what_to_put_where(tmp_path, no_network, 
     (tmp_path / "empty_manual").mkdir()
     config = make_config(dataset, data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path / "empty_manual"))
     start = time.monotonic()
-    with pytest.raises(data.DataNotFoundError, match=match) as error:
+    with pytest.raises(errors.DataNotFoundError, match=match) as error:
         data.dataset_info(config)
     assert time.monotonic() - start < 10
     assert str(tmp_path / "data") in str(error.value)

@@ -8,11 +8,6 @@ BatchNorms are the identity), so a fold that ignored a statistic would show.
 """
 
 import functools
-import os
-import resource
-import statistics
-import subprocess
-import sys
 
 import flax.linen as nn
 import jax
@@ -107,7 +102,7 @@ def test_folded_model_equals_unfolded(case):
     [("densenet121", 1 + 58, 58 + 3 + 1), ("preact_resnet50", 16 * 2, 16 + 1), ("se_resnet50", 1 + 16 * 3 + 4, 0)],
 )
 def test_plan_of_full_models(name, n_folded, n_kept):
-    """Shapes-only tracing: the whole architectures pair up as documented in fusionjax.deploy."""
+    """Shapes-only tracing: the whole architectures pair up as documented in fusionjax.deploy.folding."""
     model = fusionjax.create_model(name)
     shapes = jax.eval_shape(model.init, jax.random.key(0), jax.ShapeDtypeStruct((1, 64, 64, 3), jnp.float32))
     plan = folding_plan(model, shapes)
@@ -135,7 +130,8 @@ def test_folded_weights_match_pytorch_fusion():
             t(p[f"{bn}/scale"]), t(p[f"{bn}/bias"]),
         )
         f = traverse_util.flatten_dict(folded["params"], sep="/")
-        np.testing.assert_allclose(f[f"{conv}/kernel"], weight.detach().permute(2, 3, 1, 0).numpy(), rtol=1e-6, atol=1e-7)
+        np.testing.assert_allclose(f[f"{conv}/kernel"], weight.detach().permute(2, 3, 1, 0).numpy(), rtol=1e-6,
+                                   atol=1e-7)
         np.testing.assert_allclose(f[f"{conv}/bias"], bias.detach().numpy(), rtol=1e-6, atol=1e-7)
 
 
@@ -202,60 +198,3 @@ def test_micro_batched_rejects_bad_sizes(micro_batch):
 def test_micro_batched_rejects_a_scalar():
     with pytest.raises(ValueError, match="leading batch axis"):
         micro_batched(lambda v, x: x, 2)(None, jnp.float32(1.0))
-
-
-# Each call's output below is 40 MiB: more than glibc's malloc ever serves from a heap by default (32 MiB at most).
-PAGE_FAULTS_PER_CALL = """
-import resource, sys
-from fusionjax.deploy import reuse_freed_host_memory
-if sys.argv[1] == "reuse" and not reuse_freed_host_memory():
-    sys.exit(3)
-import jax, jax.numpy as jnp
-x = jnp.ones(10 * 2**20, jnp.float32)
-double = jax.jit(lambda x: 2 * x)
-for _ in range(10):
-    double(x).block_until_ready()
-for _ in range(21):
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-    double(x).block_until_ready()
-    print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
-"""
-
-
-def test_reuse_freed_host_memory_stops_page_faulting_each_calls_buffers():
-    """Without it, every call's 40 MiB output is mapped afresh and page-faulted in (4 KiB pages: 10,240 faults, or
-    fewer where the kernel backs it with huge pages). With it, freed outputs are reused: a typical call faults no
-    page. The heap still grows on the odd call whose output is allocated before an earlier one has been freed
-    (here up to 8 calls in the first 200, none in the next 800, resident memory flat), hence the median."""
-    def median_faults(mode: str) -> float:
-        run = subprocess.run([sys.executable, "-c", PAGE_FAULTS_PER_CALL, mode], capture_output=True, text=True,
-                             timeout=300)
-        if run.returncode == 3:
-            pytest.skip("not glibc: reuse_freed_host_memory changes nothing here")
-        assert run.returncode == 0, run.stderr
-        return statistics.median(int(line) for line in run.stdout.split())
-
-    pages = 40 * 2**20 // resource.getpagesize()
-    default, reused = median_faults("default"), median_faults("reuse")
-    assert default > 0.5 * pages or default > 15, default  # 15: 20 huge pages, some already mapped
-    assert reused < 0.01 * pages, (default, reused)
-
-
-HOST_MALLOC = "from fusionjax.deploy import host_malloc, reuse_freed_host_memory; print(host_malloc(), " \
-              "reuse_freed_host_memory())"
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="LD_PRELOAD and libc.so.6 are Linux's")
-def test_host_malloc_names_the_allocator_in_use_and_reuse_leaves_another_alone():
-    """glibc by default; with libmemusage.so preloaded (glibc's own tracing wrapper, which defines ``malloc``, as
-    tcmalloc does) that library, and reuse_freed_host_memory() then sets nothing, since glibc's malloc options
-    would no longer be the ones in use."""
-    def run(preload: str | None) -> list[str]:
-        env = {**os.environ, "LD_PRELOAD": preload} if preload else dict(os.environ)
-        done = subprocess.run([sys.executable, "-c", HOST_MALLOC], capture_output=True, text=True, env=env,
-                              timeout=120)
-        assert done.returncode == 0, done.stderr
-        return done.stdout.split()
-
-    assert run(None) == ["libc.so.6", "True"]
-    assert run("libmemusage.so") == ["libmemusage.so", "False"]

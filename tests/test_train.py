@@ -1,10 +1,13 @@
-"""The trainer against independent references: 1 device vs 8, shard_map BatchNorm groups, closed forms, resume.
+"""The trainer and its command lines against independent references: 1 device vs 8, shard_map BatchNorm groups,
+NumPy closed forms (schedules, label smoothing, BatchNorm statistics, EMA), an uninterrupted run for resume.
 
 Unit tests use a ResNet-8-sized CIFAR net (one block per stage, widths 4/8/8) on 8×8 inputs; the conftest gives
 8 CPU devices. Float32 tolerances: results computed with different reduction orders (8 devices vs 1, shard_map vs
-vmap, accumulated vs whole batch) agree to rtol 1e-5 / atol 1e-6; closed forms evaluated in float32 to 1e-6.
+vmap, accumulated vs whole batch, float32 vs a float64 NumPy reference) agree to rtol 1e-5 / atol 1e-6; closed
+forms evaluated in float32 to 1e-6.
 """
 
+import functools
 import json
 import math
 import os
@@ -13,6 +16,7 @@ import signal
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import jax
@@ -24,10 +28,11 @@ import pytest
 from jax.sharding import PartitionSpec as P
 
 import fusionjax
-from train import cli, data, optim
-from train import train as trainer
+from fusionjax.configs import common
+from fusionjax.train import cli, data, errors, mixup, optim, trainer, workdir as workdir_lib
 
 REPO = Path(__file__).resolve().parent.parent
+SCRIPTS = Path(sys.executable).parent  # where pip put the console scripts of this environment
 SYNTHETIC = data.DatasetInfo(name="synthetic", num_classes=10, image_shape=(8, 8, 1), num_train=256, num_eval=64)
 TINY_MODEL = dict(stage_sizes=(1, 1, 1), stage_widths=(4, 8, 8), stem_width=4, in_channels=1)
 RTOL, ATOL = 1e-5, 1e-6
@@ -183,7 +188,7 @@ def test_mixup_and_cutmix_mix_labels_in_the_proportion_they_mix_pixels(mixup_alp
     images = jnp.broadcast_to(jnp.arange(size, dtype=jnp.float32)[:, None, None, None], (size, 8, 8, 1))
     targets = jax.nn.one_hot(jnp.arange(size), size)
     for seed in range(4):
-        mixed, mixed_targets = jax.jit(trainer.mix_batch, static_argnums=(3, 4))(
+        mixed, mixed_targets = jax.jit(mixup.mix_batch, static_argnums=(3, 4))(
             images, targets, jax.random.key(seed), mixup_alpha, cutmix_alpha)
         mixed, mixed_targets = np.asarray(mixed), np.asarray(mixed_targets)
         for i in range(size):
@@ -237,6 +242,27 @@ def test_gradient_accumulation_equals_the_big_batch_step(variables):
     expected = run_steps(big, trainer.init_state(big, variables), [batch])[-1]
     assert_trees_close(after_both.params, expected.params)
 
+    # BatchNorm running statistics move at every micro-step, each from its own micro-batch, as in a PyTorch
+    # accumulation loop. Reference for the stem's BN: its input, the 3×3 convolution (zero padding 1, no bias) of
+    # each half, computed here in NumPy; the running average 0.9·old + 0.1·batch statistic with the biased batch
+    # variance (fusionjax's BatchNorm keeps Flax's convention there), from mean 0 and variance 1.
+    kernel = np.asarray(variables["params"]["conv1"]["kernel"], np.float64)  # HWIO, 3×3×1×4
+
+    def stem_statistics(images):
+        padded = np.pad(images.astype(np.float64), ((0, 0), (1, 1), (1, 1), (0, 0)))
+        out = sum(np.einsum("nhwc,co->nhwo", padded[:, dy:dy + 8, dx:dx + 8], kernel[dy, dx])
+                  for dy in range(3) for dx in range(3))
+        return out.mean(axis=(0, 1, 2)), out.var(axis=(0, 1, 2))
+
+    running = {"mean": np.zeros(4), "var": np.ones(4)}
+    for half, state in zip(halves, (after_first, after_both)):
+        mean, var = stem_statistics(half["image"])
+        running = {"mean": 0.9 * running["mean"] + 0.1 * mean, "var": 0.9 * running["var"] + 0.1 * var}
+        assert_trees_close(state.batch_stats["bn1"], running)
+    whole_mean, _ = stem_statistics(batch["image"])
+    one_update = 0.1 * whole_mean  # what one update from the whole batch would leave
+    assert np.abs(after_both.batch_stats["bn1"]["mean"] - one_update).max() > 100 * ATOL
+
 
 def test_gradient_clipping_scales_the_step_to_the_global_norm_limit(variables):
     lr, batch = 0.5, random_batch(5)
@@ -259,6 +285,25 @@ def test_gradient_clipping_scales_the_step_to_the_global_norm_limit(variables):
         assert_trees_close(after.params, expected)
 
 
+def test_label_smoothing_loss_is_the_smoothed_cross_entropy(variables):
+    """The logged loss with ``label_smoothing`` ε equals, in NumPy, −mean Σ_c t_c log softmax(z)_c with targets
+    t = (1 − ε)·one_hot + ε/K, from the logits of the same training-mode forward."""
+    smoothing, batch = 0.1, random_batch(6)
+    setup = trainer.make_setup(tiny_config(label_smoothing=smoothing), trainer.make_mesh(jax.devices()[:1]),
+                               SYNTHETIC)
+    _, step_metrics = trainer.make_train_step(setup)(trainer.init_state(setup, variables),
+                                                     trainer.global_batch(batch, setup.mesh))
+    logits, _ = setup.model.apply(variables, batch["image"], train=True, mutable=["batch_stats"])
+    logits = np.asarray(logits, np.float64)
+    log_softmax = logits - logits.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    targets = (1 - smoothing) * np.eye(10)[batch["label"]] + smoothing / 10
+    expected = -(targets * log_softmax).sum(1).mean()
+    unsmoothed = -log_softmax[np.arange(32), batch["label"]].mean()
+    assert float(step_metrics["loss"]) == pytest.approx(expected, rel=1e-6)
+    assert abs(expected - unsmoothed) > 1e-3  # the smoothing changes the loss by far more than the tolerance
+
+
 def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_state_and_statistics(variables):
     setup = trainer.make_setup(tiny_config(dtype="bfloat16", ema_decay=0.9), trainer.make_mesh(), SYNTHETIC)
     state = trainer.init_state(setup, variables)
@@ -273,75 +318,105 @@ def test_bfloat16_computes_in_bfloat16_and_keeps_float32_params_state_and_statis
     assert step_metrics["loss"].dtype == jnp.float32 and np.isfinite(step_metrics["loss"])
 
 
-def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path):
-    config = tiny_config(learning_rate=1e30, num_train_steps=40, checkpoint_every_steps=1, log_every_steps=100,
-                         eval_every_epochs=100.0, progress_bar=False)
-    with pytest.raises(trainer.TrainingDivergedError, match=r"at step \d+") as error:
-        trainer.train_and_evaluate(config, tmp_path)
-    bad_step = int(re.search(r"at step (\d+)", str(error.value)).group(1))
-    manager = trainer.checkpoint_manager(tmp_path, config, read_only=True)
-    last = manager.latest_step()
-    assert last is not None and last < bad_step and f"step {last}," in str(error.value)
+@pytest.mark.parametrize("bad_step, found_at", [(7, "the log step 10"), (11, "the checkpoint step 12")])
+def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_path, monkeypatch, bad_step,
+                                                                          found_at):
+    """The batch of ``bad_step`` is NaN, so that step's loss is: the run stops at the next log or checkpoint step
+    (logs every 5 steps, checkpoints every 6), names ``bad_step``, and keeps step 6's checkpoint and the metrics
+    logged before ``bad_step``, nothing after."""
+    real_train_batches = data.train_batches
 
-    # Replay from the kept checkpoint: every loss before bad_step is finite, the one at bad_step is not.
-    setup = trainer.make_setup(config)
-    state = trainer.restore_checkpoint(manager, last, trainer.abstract_state(setup))
-    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(jax.device_get(state.params)))
-    step = trainer.make_train_step(setup)
-    batches = data.train_batches(config, seed=config.seed, global_batch_size=32, start_step=last)
-    for number in range(last + 1, bad_step + 1):
-        state, step_metrics = step(state, trainer.global_batch(next(batches), setup.mesh))
-        assert np.isfinite(step_metrics["loss"]) == (number < bad_step), number
+    def poisoned(config, **kwargs):
+        for step, batch in enumerate(real_train_batches(config, **kwargs), kwargs["start_step"] + 1):
+            yield {**batch, "image": np.full_like(batch["image"], np.nan)} if step == bad_step else batch
+
+    monkeypatch.setattr(data, "train_batches", poisoned)
+    config = tiny_config(num_train_steps=20, log_every_steps=5, checkpoint_every_steps=6, eval_every_epochs=100.0,
+                         progress_bar=False)
+    with pytest.raises(errors.TrainingDivergedError, match=rf"Training loss is nan at step {bad_step}; stopped, and "
+                       r"the last good checkpoint, step 6, is kept"):
+        trainer.train_and_evaluate(config, tmp_path)
+    manager = workdir_lib.checkpoint_manager(tmp_path, config, read_only=True)
+    assert list(manager.all_steps()) == [6], found_at
+    restored = workdir_lib.restore_checkpoint(manager, 6, trainer.abstract_state(trainer.make_setup(config)))
+    assert int(restored.step) == 6
+    assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(jax.device_get(restored)))
+    records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["step"] for r in records] == [step for step in (5, 10) if step < bad_step]
 
 
 def test_a_workdir_of_another_config_is_refused_and_left_untouched(tmp_path):
-    trainer.claim_workdir(tmp_path, tiny_config())
-    stored = (tmp_path / trainer.CONFIG_FILE).read_bytes()
-    trainer.claim_workdir(tmp_path, tiny_config(log_every_steps=7))  # bookkeeping may change on resume
-    with pytest.raises(trainer.WorkdirConflictError, match=r"model: 'resnet20' in the workdir, 'resnet32' now"):
-        trainer.claim_workdir(tmp_path, tiny_config(model="resnet32"))
-    assert (tmp_path / trainer.CONFIG_FILE).read_bytes() == stored
+    workdir_lib.claim_workdir(tmp_path, tiny_config())
+    stored = (tmp_path / workdir_lib.CONFIG_FILE).read_bytes()
+    workdir_lib.claim_workdir(tmp_path, tiny_config(log_every_steps=7))  # bookkeeping may change on resume
+    with pytest.raises(errors.WorkdirConflictError, match=r"model: 'resnet20' in the workdir, 'resnet32' now"):
+        workdir_lib.claim_workdir(tmp_path, tiny_config(model="resnet32"))
+    assert (tmp_path / workdir_lib.CONFIG_FILE).read_bytes() == stored
     foreign = tmp_path / "foreign"
-    (foreign / trainer.CHECKPOINT_DIR).mkdir(parents=True)
-    with pytest.raises(trainer.WorkdirConflictError, match="no config.json"):
-        trainer.claim_workdir(foreign, tiny_config())
-    assert not (foreign / trainer.CONFIG_FILE).exists()
+    (foreign / workdir_lib.CHECKPOINT_DIR).mkdir(parents=True)
+    with pytest.raises(errors.WorkdirConflictError, match="no config.json"):
+        workdir_lib.claim_workdir(foreign, tiny_config())
+    assert not (foreign / workdir_lib.CONFIG_FILE).exists()
+
+
+def run_command(*arguments, cwd=None, env=None, timeout=120) -> subprocess.CompletedProcess:
+    """A console script of this environment (``fusionjax-train`` ...), as a user runs it."""
+    return subprocess.run([str(SCRIPTS / arguments[0]), *map(str, arguments[1:])], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_help_lists_the_shipped_configs():
-    result = subprocess.run([sys.executable, "-m", "train", "--help"], capture_output=True, text=True, timeout=120)
+    result = subprocess.run([sys.executable, "-m", "fusionjax.train", "--help"], capture_output=True, text=True,
+                            timeout=120)
     assert "--workdir" in result.stdout, result.stderr  # absl exits with status 1 after --help
     for name in ("digits", "cifar10_resnet20", "imagenet_resnet50", "imagenet_densenet121"):
         assert name in result.stdout
+    assert "Traceback" not in result.stderr
 
 
-def test_an_incomplete_multi_process_launch_is_refused_naming_the_missing_flags(tmp_path):
-    result = subprocess.run([sys.executable, "-m", "train", "--config", str(REPO / "configs" / "digits.py"),
-                             "--workdir", str(tmp_path / "run"), "--coordinator_address", "localhost:1234"],
-                            capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "--coordinator_address, --num_processes and --process_id go together" in result.stderr
-    assert not (tmp_path / "run").exists()
+def test_user_errors_print_one_error_line_naming_the_fix(tmp_path):
+    """A mistyped --config.KEY lists the config's fields, an unknown config name the shipped ones, a bad value the
+    allowed ones: ``error: …`` on stderr, exit status 1, no traceback, no workdir created."""
+    workdir = tmp_path / "run"
+    typo = run_command("fusionjax-train", "--config", "digits", "--workdir", workdir, "--config.learning_rat=0.2")
+    config = cli.load_config("digits")
+    fields = ["learning_rate", "model_overrides.in_channels", "grad_accum_steps", *config.keys()]
+    assert typo.stderr.startswith("error: --config.learning_rat (did you mean learning_rate?): no such config "
+                                  "field."), typo.stderr
+    assert all(field in typo.stderr for field in fields)
+    unknown = run_command("fusionjax-train", "--config", "digitz", "--workdir", workdir)
+    assert unknown.stderr.startswith("error: --config digitz: no such file, and no shipped config of that name.")
+    assert all(name in unknown.stderr for name in cli.shipped_configs())
+    bad_value = run_command("fusionjax-train", "--config", "digits", "--workdir", workdir, "--config.dtype=float16")
+    assert "error: config.dtype='float16' is not one of float32, bfloat16." in bad_value.stderr
+    no_run = run_command("fusionjax-eval", "--workdir", tmp_path)
+    assert f"error: {tmp_path} is not a converted checkpoint" in no_run.stderr
+    assert "Nor is it a fusionjax-train workdir: it has no config.json" in no_run.stderr
+    for result in (typo, unknown, bad_value, no_run):
+        assert result.returncode == 1 and "Traceback" not in result.stderr, result.stderr
+    assert not workdir.exists()
 
 
-def test_cpu_devices_splits_the_host_before_jax_starts(tmp_path):
-    """``--cpu_devices 3`` overrides the XLA_FLAGS device count (8 here): the digits batch of 64 no longer divides."""
-    result = subprocess.run([sys.executable, "-m", "train", "--config", str(REPO / "configs" / "digits.py"),
-                             "--workdir", str(tmp_path / "run"), "--cpu_devices", "3"],
-                            env=_subprocess_env(), capture_output=True, text=True, timeout=120)
-    assert result.returncode != 0
-    assert "config.batch_size / grad_accum_steps = 64 must be divisible by the 3 devices; pick a multiple of 3." \
-        in result.stderr
-    assert not (tmp_path / "run").exists()
+def test_model_overrides_accept_any_create_model_option_and_refuse_others():
+    """``--config.model_overrides.KEY`` may add a field the config lacks (``model_overrides`` is open); the model
+    then refuses what it does not take, naming what it does."""
+    config = cli.load_config("digits")
+    cli.check_overrides(config, ["model_overrides.drop_path", "learning_rate"])  # accepted
+    config.model_overrides.drop_path = 0.1
+    assert trainer.build_model(config, 10).drop_path == 0.1
+    config.model_overrides.drop_pat = 0.1
+    with pytest.raises(errors.ConfigError, match=r"config.model_overrides: resnet20: unknown option\(s\) "
+                                                 r"\['drop_pat'\]; ResNet takes .*'drop_path'"):
+        trainer.build_model(config, 10)
 
 
 RESUME_CONFIG = """
-from configs import digits
+from fusionjax.configs import digits
 
 
 def get_config():
     config = digits.get_config()
-    config.model_overrides.update(stage_sizes=(1, 1, 1), stage_widths=(4, 8, 8), stem_width=4, drop_path=0.1)
+    config.model_overrides.update(stage_sizes=(1, 1, 1), stage_widths=(4, 8, 8), stem_width=4)
     config.batch_size = 32  # 44 steps per epoch
     config.num_train_steps = 120
     config.checkpoint_every_steps = 20
@@ -351,23 +426,18 @@ def get_config():
     config.progress_bar = False
     return config
 """
-
-
-def _subprocess_env() -> dict:
-    """The test process's devices (8) and compilation cache, for the training subprocesses."""
-    return {**os.environ, "JAX_COMPILATION_CACHE_DIR": jax.config.jax_compilation_cache_dir,
-            "JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS": "0.5", "JAX_PERSISTENT_CACHE_MIN_ENTRY_SIZE_BYTES": "0"}
+# Given on the command line: an override the config file lacks, which the resumed runs must repeat.
+DROP_PATH = "--config.model_overrides.drop_path=0.1"
 
 
 def _saved_steps(workdir: Path) -> list[int]:
-    directory = workdir / trainer.CHECKPOINT_DIR
+    directory = workdir / workdir_lib.CHECKPOINT_DIR
     return sorted(int(p.name) for p in directory.iterdir() if p.name.isdigit()) if directory.exists() else []
 
 
 def _start_and_signal(command, workdir: Path, after_step: int, signum: int) -> subprocess.CompletedProcess:
     """Start a training run; send ``signum`` as soon as a checkpoint past ``after_step`` is complete."""
-    process = subprocess.Popen(command, env=_subprocess_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                               text=True)
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.monotonic() + 300
     while not any(s > after_step for s in _saved_steps(workdir)):
         assert process.poll() is None, process.communicate()[0]
@@ -378,39 +448,45 @@ def _start_and_signal(command, workdir: Path, after_step: int, signum: int) -> s
     return subprocess.CompletedProcess(command, process.returncode, output)
 
 
+@pytest.mark.slow
 def test_sigterm_and_sigkill_then_resume_end_with_the_uninterrupted_parameters(tmp_path):
+    """SIGTERM saves the step it stopped at and exits 0; the rerun resumes from exactly that step; SIGKILL loses
+    what followed the last checkpoint; the final rerun ends bit-identical to a run never interrupted."""
     config_path = tmp_path / "tiny_digits.py"
     config_path.write_text(RESUME_CONFIG)
     workdir = tmp_path / "interrupted"
-    command = [sys.executable, "-m", "train", "--config", str(config_path), "--workdir", str(workdir)]
+    command = [sys.executable, "-m", "fusionjax.train", "--config", str(config_path), "--workdir", str(workdir),
+               DROP_PATH]
 
     terminated = _start_and_signal(command, workdir, 0, signal.SIGTERM)
     assert terminated.returncode == 0, terminated.stdout
     stopped_at = int(re.search(r"SIGTERM: saved step (\d+)", terminated.stdout).group(1))
-    assert stopped_at in _saved_steps(workdir) and stopped_at < 120
+    assert stopped_at == max(_saved_steps(workdir)) and stopped_at < 120
 
     killed = _start_and_signal(command, workdir, stopped_at, signal.SIGKILL)
     assert killed.returncode == -signal.SIGKILL
+    assert f"resuming from step {stopped_at};" in killed.stdout
     assert 120 not in _saved_steps(workdir)
     resumed_from = max(_saved_steps(workdir))
 
-    finished = subprocess.run(command, env=_subprocess_env(), capture_output=True, text=True, timeout=600)
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=600)
     assert finished.returncode == 0, finished.stderr
-    assert f"resuming from step {resumed_from}" in finished.stdout
+    assert f"resuming from step {resumed_from};" in finished.stdout
 
     # The uninterrupted run, in this process (same 8 devices, same compiled program).
     config = cli.load_config(str(config_path))
+    config.model_overrides.drop_path = 0.1
     expected = jax.device_get(trainer.train_and_evaluate(config, tmp_path / "uninterrupted"))
 
     # Same program, same inputs, same random numbers: the parameters agree bit for bit (XLA:CPU is deterministic
     # for a fixed program and device count), and so do BN statistics, optimizer state and EMA.
-    manager = trainer.checkpoint_manager(workdir, config, read_only=True)
+    manager = workdir_lib.checkpoint_manager(workdir, config, read_only=True)
     assert manager.latest_step() == 120
     for devices, fsdp in ((jax.devices(), False), (jax.devices()[:1], False), (jax.devices()[:2], True)):
         restore_config = config.copy_and_resolve_references()
         restore_config.fsdp = fsdp
         setup = trainer.make_setup(restore_config, trainer.make_mesh(devices))
-        restored = trainer.restore_checkpoint(manager, 120, trainer.abstract_state(setup))
+        restored = workdir_lib.restore_checkpoint(manager, 120, trainer.abstract_state(setup))
         assert {d for x in jax.tree_util.tree_leaves(restored) for d in x.devices()} == set(devices)
         jax.tree_util.tree_map(np.testing.assert_array_equal, jax.device_get(restored), expected)
 
@@ -422,15 +498,13 @@ def test_sigterm_and_sigkill_then_resume_end_with_the_uninterrupted_parameters(t
 def test_digits_main_job_reaches_97_percent_and_reports_where_its_outputs_went(tmp_path):
     """The README's main job as a user runs it (one CPU device), then fusionjax-eval and fusionjax-plot."""
     workdir = tmp_path / "digits"
-    env = {**_subprocess_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
-    started = time.monotonic()
-    result = subprocess.run([sys.executable, "-m", "train", "--config", str(REPO / "configs" / "digits.py"),
-                             "--workdir", str(workdir)], env=env, capture_output=True, text=True, timeout=600)
-    seconds = time.monotonic() - started
+    one_device = {**os.environ, "XLA_FLAGS": "--xla_force_host_platform_device_count=1"}
+    result = run_command("fusionjax-train", "--config", "configs/digits.py", "--workdir", workdir, cwd=REPO,
+                         env=one_device, timeout=600)
     assert result.returncode == 0, result.stderr
     records = [json.loads(line) for line in (workdir / "metrics.jsonl").read_text().splitlines()]
     final = [r for r in records if r["split"] == "eval"][-1]
-    assert final["top1"] >= 0.97, (final, seconds)
+    assert final["step"] == 264 and final["top1"] >= 0.97, final
     for line, path in (("Checkpoints:", workdir / "checkpoints"), ("Plot:", workdir / "curves.png"),
                        ("Metrics:", workdir / "metrics.jsonl")):
         assert f"{line} {path}" in result.stdout and path.exists()
@@ -442,19 +516,16 @@ def test_digits_main_job_reaches_97_percent_and_reports_where_its_outputs_went(t
     evaluated = trainer.evaluate_workdir(workdir)
     assert evaluated["step"] == final["step"] and evaluated["top1"] == pytest.approx(final["top1"], abs=1e-9)
     # On another device count that divides neither batch, after a batch size that it divides.
-    eval_command = [sys.executable, "-c", "from train.cli import eval_main; eval_main()", "--workdir", str(workdir),
-                    "--cpu_devices", "7"]
-    refused = subprocess.run(eval_command, env=env, capture_output=True, text=True, timeout=120)
+    refused = run_command("fusionjax-eval", "--workdir", workdir, "--cpu_devices", "7", env=one_device)
     assert refused.returncode == 1
     assert "eval_batch_size = 360 must be divisible by the 7 devices; pick a multiple of 7 (fusionjax-eval " \
         "--batch_size)" in refused.stderr
-    on_7_devices = subprocess.run([*eval_command, "--batch_size", "63"], env=env, capture_output=True, text=True,
-                                  timeout=120)
+    on_7_devices = run_command("fusionjax-eval", "--workdir", workdir, "--cpu_devices", "7", "--batch_size", "63",
+                               env=one_device)
     assert on_7_devices.returncode == 0, on_7_devices.stderr
     assert f"step {final['step']}: top-1 {final['top1']:.4f}" in on_7_devices.stdout
     (workdir / "curves.png").unlink()
-    plot = subprocess.run([sys.executable, "-c", "from train.cli import plot_main; plot_main()", str(workdir)],
-                          capture_output=True, text=True, timeout=120)
+    plot = run_command("fusionjax-plot", workdir)
     assert plot.returncode == 0, plot.stderr
     assert (workdir / "curves.png").stat().st_size > 10_000
 
@@ -470,7 +541,7 @@ def test_eval_of_a_converted_checkpoint_matches_numpy_top_k(tmp_path):
     variables = jax.jit(model.init)(jax.random.key(1), jnp.zeros((1, 32, 32, 3)))
     write_converted(tmp_path / "converted", "resnet20", variables, {"num_classes": 10})
 
-    config = cli.load_config("common")
+    config = common.get_config()
     config.update(dataset="cifar10", data_dir=str(tmp_path / "data"), manual_dir=str(tmp_path / "manual"),
                   eval_split="test", eval_batch_size=8)  # two batches, the second padded with 3 blank images
     result = trainer.evaluate_converted(tmp_path / "converted", config)
@@ -483,68 +554,92 @@ def test_eval_of_a_converted_checkpoint_matches_numpy_top_k(tmp_path):
     assert result["top5"] == pytest.approx(np.mean(ranks < 5), abs=1e-9)
 
 
-def _free_port() -> int:
-    import socket
+@pytest.fixture(scope="module")
+def ascent_run(tmp_path_factory):
+    """40 steps of the tiny model on digits, evaluated every 10, with a learning rate falling linearly from 0.1 to
+    −0.1: 20 steps of descent, then 20 of gradient ascent, so that the best evaluation is not the last. One
+    checkpoint is kept beside the best, and an EMA of decay 0.8."""
+    config = tiny_config(num_train_steps=40, schedule="linear", end_lr_factor=-1.0, eval_every_epochs=10 / 44,
+                         keep_checkpoints=1, checkpoint_every_steps=1000, ema_decay=0.8, progress_bar=False)
+    workdir = tmp_path_factory.mktemp("ascent")
+    trainer.train_and_evaluate(config, workdir)
+    evals = {r["step"]: r for r in map(json.loads, (workdir / "metrics.jsonl").read_text().splitlines())
+             if r["split"] == "eval"}
+    return config, workdir, evals
 
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        return probe.getsockname()[1]
 
-
-def test_two_processes_of_4_devices_train_like_one_process_of_8(tmp_path):
-    """A multi-host launch on localhost: ``jax.distributed`` with gloo collectives, each process reading only its
-    rows of every batch, one shared workdir. It must end where one process on 8 devices ends."""
-    config_path = tmp_path / "tiny_digits.py"
-    config_path.write_text(RESUME_CONFIG.replace("config.num_train_steps = 120", "config.num_train_steps = 50"))
-    workdir = tmp_path / "two_processes"
-    address = f"localhost:{_free_port()}"
-    env = {**_subprocess_env(), "XLA_FLAGS": "--xla_force_host_platform_device_count=4"}
-    logs = [tmp_path / f"process{index}.log" for index in range(2)]
-    processes = []
-    for index, log in enumerate(logs):  # output to files: a full pipe would block a process while this one polls
-        with log.open("w") as output:
-            processes.append(subprocess.Popen(
-                [sys.executable, "-m", "train", "--config", str(config_path), "--workdir", str(workdir),
-                 "--coordinator_address", address, "--num_processes", "2", "--process_id", str(index)],
-                env=env, stdout=output, stderr=subprocess.STDOUT))
-    deadline = time.monotonic() + 600
-    while any(p.poll() is None for p in processes) and time.monotonic() < deadline:
-        if any(p.poll() not in (None, 0) for p in processes):  # one failed: the other would wait for it forever
-            break
-        time.sleep(0.2)
-    for process in processes:
-        if process.poll() is None:
-            process.kill()
-    for process in processes:
-        process.wait()
-    outputs = [log.read_text() for log in logs]
-    for process, output in zip(processes, outputs):
-        assert process.returncode == 0, output
-    assert "on 8 device(s)" in outputs[0] and "Final evaluation" in outputs[0]
-    assert "Final evaluation" not in outputs[1]  # process 0 reports, writes metrics and plots
-
-    config = cli.load_config(str(config_path))
-    expected = jax.device_get(trainer.train_and_evaluate(config, tmp_path / "one_process"))
-    manager = trainer.checkpoint_manager(workdir, config, read_only=True)
+def ema_reference(config, steps: int) -> dict:
+    """The EMA after ``steps``, in float64 NumPy from every step's variables: ema_0 = the initial variables,
+    ema_t = d·ema_(t−1) + (1 − d)·variables_t. Replays the run's steps (same program, batches and keys)."""
     setup = trainer.make_setup(config)
-    restored = jax.device_get(trainer.restore_checkpoint(manager, 50, trainer.abstract_state(setup)))
-    # The same program on the same 8 devices; the all-reduces run over gloo instead of in one process, so the
-    # sums may be ordered differently: float32 tolerance, not bit equality.
-    assert int(restored.step) == 50
-    assert_trees_close(restored.params, expected.params)
-    assert_trees_close(restored.batch_stats, expected.batch_stats)
-    assert_trees_close(restored.ema, expected.ema)
-
-    def evaluations(directory):
-        records = [json.loads(line) for line in (directory / "metrics.jsonl").read_text().splitlines()]
-        return [(r["step"], r["top1"], r["ema_top1"]) for r in records if r["split"] == "eval"]
-
-    assert evaluations(workdir) == pytest.approx(evaluations(tmp_path / "one_process"), abs=1e-6)
+    state, step = trainer.init_state(setup), trainer.make_train_step(setup)
+    as_float64 = functools.partial(jax.tree_util.tree_map, lambda x: np.asarray(x, np.float64))
+    ema = as_float64(jax.device_get(state.variables()))
+    batches = data.train_batches(config, seed=config.seed, global_batch_size=config.batch_size)
+    for _ in range(steps):
+        state, _ = step(state, trainer.global_batch(next(batches), setup.mesh))
+        ema = jax.tree_util.tree_map(lambda e, v: config.ema_decay * e + (1 - config.ema_decay) * v, ema,
+                                     as_float64(jax.device_get(state.variables())))
+    return ema
 
 
-# Depth only, for the recipes whose full-depth train step takes a minute or more to compile on 2 cores (measured
-# cold: DenseNets 190-240 s, PreAct-ResNet-164 150 s, WRN-28-10 and ResNet-50 70 s); widths, growth rates, blocks
-# and everything else stay as shipped.
+def test_eval_best_takes_the_highest_top1_checkpoint_and_ema_evaluates_the_average(ascent_run):
+    """``fusionjax-eval --checkpoint best --ema``: the kept step whose recorded evaluation top-1 is highest (not the
+    latest), and the EMA variables of that step, evaluated here independently (NumPy loss and top-1 of the model
+    applied to the float64 EMA)."""
+    config, workdir, evals = ascent_run
+    assert sorted(evals) == [10, 20, 30, 40]
+    best = max(evals, key=lambda step: (evals[step]["top1"], step))
+    assert best != 40 and evals[best]["top1"] > evals[40]["top1"] + 0.05  # ascent made the last one worse
+    manager = workdir_lib.checkpoint_manager(workdir, config, read_only=True)
+    assert sorted(manager.all_steps()) == [best, 40]  # the latest, and the best although keep_checkpoints=1
+
+    ema = ema_reference(config, best)
+    restored = workdir_lib.restore_checkpoint(manager, best, trainer.abstract_state(trainer.make_setup(config)))
+    assert_trees_close(jax.device_get(restored.ema), ema)  # float32 averaging of 20 steps against float64
+    (test_batch,) = data.eval_batches(config, global_batch_size=360)
+    logits = np.asarray(trainer.build_model(config, 10).apply(
+        jax.tree_util.tree_map(lambda x: x.astype(np.float32), ema), test_batch["image"], train=False), np.float64)
+    labels = test_batch["label"]
+    log_softmax = logits - logits.max(1, keepdims=True)
+    log_softmax -= np.log(np.exp(log_softmax).sum(1, keepdims=True))
+    top1 = np.mean(logits.argmax(1) == labels)
+    loss = -log_softmax[np.arange(len(labels)), labels].mean()
+    assert evals[best]["ema_top1"] == pytest.approx(top1, abs=1e-9)
+    assert evals[best]["ema_loss"] == pytest.approx(loss, rel=1e-5)
+
+    result = run_command("fusionjax-eval", "--workdir", workdir, "--checkpoint", "best", "--ema")
+    assert result.returncode == 0, result.stderr
+    printed = re.search(r"step (\d+): top-1 ([\d.]+), top-5 [\d.]+, loss ([\d.]+)", result.stdout)
+    assert int(printed[1]) == best
+    assert float(printed[2]) == pytest.approx(top1, abs=0.5e-4)  # printed with 4 decimals
+    assert float(printed[3]) == pytest.approx(loss, abs=0.5e-4 + 1e-5 * loss)
+
+
+def test_every_package_folder_is_installed_under_fusionjax():
+    """pyproject.toml lists the packages explicitly (train/ and configs/ map to fusionjax.train and
+    fusionjax.configs, outside setuptools' discovery): every folder of Python files must be listed, and nothing
+    installs as a top-level ``train`` or ``configs``."""
+    setuptools = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]
+    mapped = setuptools["package-dir"]
+
+    def folder(package: str) -> Path:  # as setuptools resolves it: the longest mapped prefix, then the rest
+        prefix = max((p for p in mapped if package == p or package.startswith(f"{p}.")), key=len, default=None)
+        if prefix is None:
+            return Path(*package.split("."))
+        return Path(mapped[prefix], *package[len(prefix):].split(".")[1:])
+
+    folders = {package: folder(package) for package in setuptools["packages"]}
+    assert folders["fusionjax.train"] == Path("train") and folders["fusionjax.configs"] == Path("configs")
+    assert all(package.split(".")[0] == "fusionjax" for package in folders)
+    expected = {folder.relative_to(REPO) for root in ("fusionjax", "train", "configs")
+                for folder in [REPO / root, *(REPO / root).rglob("*")]
+                if folder.is_dir() and folder.name != "__pycache__" and any(folder.glob("*.py"))}
+    assert expected == set(folders.values())
+
+
+# Depth only, for the recipes whose full-depth train step takes minutes to compile on a 2-core CPU; widths, growth
+# rates, blocks and everything else stay as shipped.
 SHALLOW_FOR_CPU = {
     "cifar10_densenet_bc_100_12": {"block_config": (2, 2, 2)},
     "cifar100_densenet_bc_100_12": {"block_config": (2, 2, 2)},
@@ -575,23 +670,4 @@ def test_every_shipped_config_trains_on_tfds_mock_data(name, tmp_path, tfds_mock
     evals = [r for r in records if r["split"] == "eval"]
     assert train_records and all(math.isfinite(r["loss"]) for r in train_records)
     assert evals and 0.0 <= evals[-1]["top1"] <= evals[-1]["top5"] <= 1.0
-    assert trainer.checkpoint_manager(tmp_path / "run", config, read_only=True).latest_step() == 2
-
-
-def test_command_lines_switch_cpu_convolutions_to_eigen_unless_xla_flags_chooses():
-    environ = {"XLA_FLAGS": "--xla_force_host_platform_device_count=8"}
-    cli.prefer_eigen_cpu_convolutions(environ)
-    assert environ["XLA_FLAGS"] == "--xla_force_host_platform_device_count=8 --xla_cpu_experimental_ynn_fusion_type="
-    chosen = {"XLA_FLAGS": "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"}
-    cli.prefer_eigen_cpu_convolutions(chosen)
-    assert chosen["XLA_FLAGS"] == "--xla_cpu_experimental_ynn_fusion_type=LIBRARY_FUSION_TYPE_INDIVIDUAL_CONVOLUTION"
-    empty = {}
-    cli.prefer_eigen_cpu_convolutions(empty)
-    # The flag must reach a jax process and switch YNNPACK off there (YNNPACK claims this convolution by default).
-    probe = ("import jax, jax.numpy as jnp; x = jnp.ones((8, 16, 16, 64)); w = jnp.ones((3, 3, 64, 64)); "
-             "print(jax.jit(lambda x, w: jax.lax.conv_general_dilated(x, w, (1, 1), 'SAME', "
-             "dimension_numbers=('NHWC', 'HWIO', 'NHWC'))).lower(x, w).compile().as_text())")
-    for xla_flags, ynn in ((empty["XLA_FLAGS"], False), ("", True)):
-        hlo = subprocess.run([sys.executable, "-c", probe], env={**os.environ, "XLA_FLAGS": xla_flags},
-                             capture_output=True, text=True, timeout=120).stdout
-        assert "convolution" in hlo and ("__ynn_fusion" in hlo) == ynn, xla_flags
+    assert workdir_lib.checkpoint_manager(tmp_path / "run", config, read_only=True).latest_step() == 2

@@ -1,5 +1,7 @@
-"""fusionjax training: ``fusionjax-train``, ``fusionjax-eval`` and ``fusionjax-plot`` (see ``train.cli``).
+"""fusionjax training: ``fusionjax-train``, ``fusionjax-eval`` and ``fusionjax-plot`` (``cli``).
 
-``train.train`` is the trainer, ``train.optim`` the Optax optimizer, ``train.metrics`` the metric files and plots,
-``train.data`` the input pipelines.
+``trainer`` is the trainer (train state, steps, the host loop), ``workdir`` a run's config and checkpoints,
+``optim`` the Optax optimizer, ``mixup`` mixup/CutMix, ``metrics`` the metric files and plots, ``data`` the input
+pipelines, ``host`` the command lines' process-wide set-up, ``errors`` the errors a user fixes. Configs:
+``fusionjax.configs``. The user's guide: ``docs/training.md``.
 """

@@ -1,5 +1,5 @@
-"""``python -m train`` is ``fusionjax-train``."""
+"""``python -m fusionjax.train`` is ``fusionjax-train``."""
 
-from train.cli import train_main
+from fusionjax.train.cli import train_main
 
 train_main()

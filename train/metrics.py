@@ -5,6 +5,8 @@ import math
 import sys
 from pathlib import Path
 
+from fusionjax.train.errors import RunNotFoundError
+
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "curves.png"
 
@@ -13,7 +15,7 @@ def _summary_writer_class():
     """tensorboardX's SummaryWriter, imported without torch.
 
     tensorboardX imports torch, when installed, only to recognise torch tensors, which the trainer never logs;
-    on 2 CPU cores that import costs ≈10 s of every run's start. Hiding torch for the import skips it.
+    that import costs seconds at every run's start. Hiding torch for the import skips it.
     """
     if "torch" in sys.modules:
         from tensorboardX import SummaryWriter
@@ -60,7 +62,7 @@ def read_metrics(workdir: Path) -> dict[str, dict[int, dict[str, float]]]:
     """``{split: {step: scalars}}`` from ``metrics.jsonl``; a later line for the same (split, step) wins."""
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: is {workdir} the --workdir of a fusionjax-train run?")
+        raise RunNotFoundError(f"{path} does not exist: is {workdir} the --workdir of a fusionjax-train run?")
     runs: dict[str, dict[int, dict[str, float]]] = {}
     for line in path.read_text().splitlines():
         if not line.strip():
@@ -112,6 +114,8 @@ def plot_curves(workdir: Path) -> Path:
     figure.suptitle(str(workdir))
     figure.tight_layout()
     path = Path(workdir) / PLOT_FILE
-    figure.savefig(path, dpi=100)
+    partial = path.with_suffix(".png.partial")  # renamed into place whole: a reader never sees half a plot
+    figure.savefig(partial, dpi=100, format="png")
     plt.close(figure)
+    partial.replace(path)
     return path

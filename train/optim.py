@@ -7,6 +7,8 @@ updates with ``updates_per_epoch = num_train // config.batch_size`` (the effecti
 import jax
 import optax
 
+from fusionjax.train.errors import ConfigError
+
 OPTIMIZERS = ("sgd", "adamw", "lars", "lamb")
 SCHEDULES = ("cosine", "piecewise", "sgdr", "linear", "constant")
 
@@ -23,7 +25,7 @@ def learning_rate_schedule(config, updates_per_epoch: int, total_updates: int) -
     peak = peak_learning_rate(config)
     warmup = int(round(config.warmup_epochs * updates_per_epoch))
     if warmup >= total_updates:
-        raise ValueError(
+        raise ConfigError(
             f"config.warmup_epochs={config.warmup_epochs} covers the whole run ({total_updates} updates); "
             "lower it or train longer.")
     name = config.schedule
@@ -47,7 +49,7 @@ def learning_rate_schedule(config, updates_per_epoch: int, total_updates: int) -
     elif name == "constant":
         decay = optax.constant_schedule(peak)
     else:
-        raise ValueError(f"config.schedule={name!r} is not one of {', '.join(SCHEDULES)}.")
+        raise ConfigError(f"config.schedule={name!r} is not one of {', '.join(SCHEDULES)}.")
     if not warmup:
         return decay
     return optax.join_schedules([optax.linear_schedule(0.0, peak, warmup), decay], [warmup])
@@ -81,7 +83,7 @@ def make_optimizer(config, updates_per_epoch: int, total_updates: int) -> tuple[
     elif name == "lamb":
         optimizer = optax.lamb(schedule, b1=config.b1, b2=config.b2, weight_decay=wd, mask=mask)
     else:
-        raise ValueError(f"config.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}.")
+        raise ConfigError(f"config.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}.")
     if config.grad_clip_norm:
         optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
     if config.grad_accum_steps > 1:

@@ -48,7 +48,7 @@ class ImagenetteArchive(_StockImagenette, skip_registration=True):
         f"Put {ARCHIVE_NAMES[0]} (https://s3.amazonaws.com/fast-ai-imageclas/{ARCHIVE_NAMES[0]}) or its extracted "
         f"{FOLDER}/ folder in manual_dir.")
 
-    # See cifar_archive.Cifar10Archive.code_path: tfds cannot locate a builder in a namespace package.
+    # See cifar_archive.Cifar10Archive.code_path: tfds cannot locate a builder mapped from another folder.
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:

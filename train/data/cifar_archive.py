@@ -12,6 +12,7 @@ stock builder.
 from __future__ import annotations
 
 import dataclasses
+import io
 import pickle
 import tarfile
 from collections.abc import Iterator
@@ -22,6 +23,8 @@ import tensorflow_datasets as tfds
 from etils import epath
 from PIL import Image
 from tensorflow_datasets.image_classification.cifar import Cifar10, Cifar100
+
+from fusionjax.train.errors import DataError
 
 _IMAGE_BYTES = 32 * 32 * 3
 
@@ -76,7 +79,7 @@ def _read_members(path: Path, layout: _ArchiveLayout) -> dict[str, bytes]:
                     members[name] = archive.extractfile(member).read()
     missing = sorted(wanted - members.keys())
     if missing:
-        raise ValueError(f"{path} is not a complete {layout.archive}: {', '.join(missing)} missing under "
+        raise DataError(f"{path} is not a complete {layout.archive}: {', '.join(missing)} missing under "
                          f"{layout.folder}/. Re-download it from https://www.cs.toronto.edu/~kriz/cifar.html.")
     return members
 
@@ -85,15 +88,31 @@ def _decode_binary(data: bytes, label_keys: tuple[str, ...]) -> tuple[np.ndarray
     """Records of one byte per label (in ``label_keys`` order), then a 3x32x32 (CHW) image."""
     record_bytes = len(label_keys) + _IMAGE_BYTES
     if len(data) % record_bytes:
-        raise ValueError(f"CIFAR binary batch of {len(data)} bytes is not a whole number of {record_bytes}-byte "
+        raise DataError(f"CIFAR binary batch of {len(data)} bytes is not a whole number of {record_bytes}-byte "
                          "records; the archive is corrupt.")
     records = np.frombuffer(data, np.uint8).reshape(-1, record_bytes)
     images = records[:, len(label_keys):].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, {key: records[:, i].astype(np.int64) for i, key in enumerate(label_keys)}
 
 
+class _ArrayUnpickler(pickle.Unpickler):
+    """Unpickles dicts, lists, bytes and NumPy arrays only: a pickle naming any other class or function (which
+    unpickling would call) is refused, so an archive from elsewhere cannot run code."""
+
+    _ALLOWED = {("_codecs", "encode"), ("numpy", "ndarray"), ("numpy", "dtype"),
+                ("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                ("numpy._core.numeric", "_frombuffer")}
+
+    def find_class(self, module: str, name: str):
+        if (module, name) not in self._ALLOWED:
+            raise DataError(f"The CIFAR archive's pickled batch refers to {module}.{name}, which CIFAR batches never "
+                            "hold; refusing to unpickle it. Use the archive from https://www.cs.toronto.edu/~kriz/"
+                            "cifar.html, or its binary version.")
+        return super().find_class(module, name)
+
+
 def _decode_pickle(data: bytes, label_keys: dict[str, bytes]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    batch = pickle.loads(data, encoding="bytes")
+    batch = _ArrayUnpickler(io.BytesIO(data), encoding="bytes").load()
     images = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
     return images, {key: np.asarray(batch[pickled], np.int64) for key, pickled in label_keys.items()}
 
@@ -110,8 +129,8 @@ class _ArchiveMixin:
         "Put the original CIFAR archive (e.g. cifar-10-binary.tar.gz or cifar-10-python.tar.gz from "
         "https://www.cs.toronto.edu/~kriz/cifar.html), or its extracted folder, in manual_dir.")
 
-    # tfds derives the builder's code path from its top-level package via importlib.resources, which fails when
-    # `train` is importable only as a namespace package (a stale editable install); this module is that path.
+    # tfds derives a builder's code path from its top-level package's folder, which is wrong where this package is
+    # installed from train/ (an editable install maps fusionjax.train there); this module is that path.
     @tfds.core.utils.classproperty
     @classmethod
     def code_path(cls) -> epath.Path:
@@ -145,7 +164,7 @@ class _ArchiveMixin:
 
     def _set_label_names(self, members: dict[str, bytes], layout: _ArchiveLayout) -> None:
         if layout.pickled:
-            table = pickle.loads(members[layout.meta_files[0]], encoding="bytes")
+            table = _ArrayUnpickler(io.BytesIO(members[layout.meta_files[0]]), encoding="bytes").load()
             names = {key: [n.decode() for n in table[pickled]] for key, pickled in self._PICKLE_NAMES.items()}
         else:
             names = {key: [n for n in members[file].decode().split("\n") if n.strip()]

@@ -1,5 +1,4 @@
-"""Deployment: eval-mode BatchNorm folded into the convolution that feeds it, micro-batched evaluation, and a CPU
-process's allocator (``host_malloc``, ``reuse_freed_host_memory``).
+"""Eval-mode BatchNorm folded into the convolution that feeds it.
 
 In evaluation a BatchNorm is a per-channel affine map, ``y = x·a + b`` with ``a = γ/√(σ²+ε)`` and
 ``b = β − μ·a``. When ``x`` is a convolution's output, ``a`` scales the convolution's kernel (its output
@@ -22,11 +21,8 @@ A BN that stays becomes its precomputed affine map (``scale`` = a, ``bias`` = b,
 variables have ``params`` only. Folding happens in float64 and is stored in float32.
 """
 
-import ctypes
-import ctypes.util
 import dataclasses
 import functools
-import os
 from typing import Any, Callable
 
 import flax.linen as nn
@@ -34,12 +30,8 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
-from jax import lax
 
-from fusionjax.layers import BatchNorm, Conv2d
-
-__all__ = ["FoldedConv", "FoldedNorm", "fold_batchnorm", "folding_plan", "host_malloc", "micro_batched",
-           "reuse_freed_host_memory"]
+from fusionjax.layers import Conv2d
 
 
 def _path(module: nn.Module) -> str:
@@ -179,7 +171,8 @@ def fold_batchnorm(model: nn.Module, variables: dict) -> tuple[nn.Module, dict]:
         )
     plan = folding_plan(model, variables)
     params = {k: np.asarray(v, np.float64) for k, v in traverse_util.flatten_dict(variables["params"], sep="/").items()}
-    stats = {k: np.asarray(v, np.float64) for k, v in traverse_util.flatten_dict(variables["batch_stats"], sep="/").items()}
+    stats = {k: np.asarray(v, np.float64)
+             for k, v in traverse_util.flatten_dict(variables["batch_stats"], sep="/").items()}
 
     def affine(bn: str) -> tuple[np.ndarray, np.ndarray]:
         mean, var = stats.pop(f"{bn}/mean"), stats.pop(f"{bn}/var")
@@ -206,107 +199,3 @@ def fold_batchnorm(model: nn.Module, variables: dict) -> tuple[nn.Module, dict]:
     )
     folded_params = {k: jnp.asarray(v, jnp.float32) for k, v in params.items()}
     return folded_model, {"params": traverse_util.unflatten_dict(folded_params, sep="/")}
-
-
-def micro_batched(fn: Callable, micro_batch: int) -> Callable:
-    """``fn(variables, x)`` run over ``x`` in slices of ``micro_batch`` examples, one after another.
-
-    The returned function takes and returns what ``fn`` does, outputs (any pytree of arrays with the batch first)
-    concatenated in order. Every layer then reads and writes activations a few megabytes in size, which can stay
-    in the CPU's caches: on the 2-core machine of benchmarks/RESULTS.md (attempt 17), DenseNet-121's evaluation
-    forward at batch 16 ran 11–12 % faster in slices of 4, ResNet-50's 0–8 %, ResNet-20's at batch 128 0–20 % in
-    slices of 32 (most when other processes load the memory bus); torch gains about as much from the same slicing.
-    A batch that ``micro_batch`` does not divide ends with one shorter slice (compiled as a second, smaller
-    program inside the same jit).
-
-    ``fn`` must compute each example independently of the others: an evaluation-mode forward
-    (``model.apply(v, x, train=False)``, or a folded model's), not a training-mode one, whose BatchNorm statistics
-    would then come from each slice alone. Results equal ``fn(variables, x)`` to float32 rounding (the
-    convolution kernels block their sums by batch size, so the last bits can differ).
-    """
-    if isinstance(micro_batch, bool) or not isinstance(micro_batch, int) or micro_batch < 1:
-        raise ValueError(f"micro_batched: micro_batch must be a positive int, got {micro_batch!r}.")
-
-    @functools.wraps(fn)
-    def run(variables, x):
-        if jnp.ndim(x) == 0:
-            raise ValueError("micro_batched: x must have a leading batch axis, got a scalar.")
-        batch = x.shape[0]
-        if batch <= micro_batch:
-            return fn(variables, x)
-        whole = batch - batch % micro_batch
-        slices = x[:whole].reshape(whole // micro_batch, micro_batch, *x.shape[1:])
-        head = jax.tree.map(lambda y: y.reshape(whole, *y.shape[2:]),
-                            lax.map(lambda part: fn(variables, part), slices))
-        if whole == batch:
-            return head
-        return jax.tree.map(lambda a, b: jnp.concatenate([a, b]), head, fn(variables, x[whole:]))
-
-    return run
-
-
-# mallopt(3) parameters, from glibc's <malloc.h>
-_M_TRIM_THRESHOLD, _M_MMAP_MAX, _M_ARENA_MAX = -1, -4, -8
-
-
-class _DlInfo(ctypes.Structure):  # dladdr(3)'s Dl_info
-    _fields_ = [("dli_fname", ctypes.c_char_p), ("dli_fbase", ctypes.c_void_p),
-                ("dli_sname", ctypes.c_char_p), ("dli_saddr", ctypes.c_void_p)]
-
-
-def _defining_library(function: Callable) -> str:
-    info = _DlInfo()
-    try:
-        found = ctypes.CDLL(None).dladdr(ctypes.cast(function, ctypes.c_void_p), ctypes.byref(info))
-    except AttributeError:  # no dladdr
-        return "unknown"
-    return os.path.basename(info.dli_fname.decode()) if found and info.dli_fname else "unknown"
-
-
-def host_malloc() -> str:
-    """The file name of the shared library whose ``malloc`` this process calls: ``libc.so.6`` on glibc, or the
-    allocator preloaded in its place (``LD_PRELOAD=/usr/lib/x86_64-linux-gnu/libtcmalloc_minimal.so.4`` gives
-    ``libtcmalloc_minimal.so.4``); ``"unknown"`` where the platform cannot say.
-
-    On CPU the allocator decides how fast XLA runs, because XLA:CPU allocates each call's buffers afresh. With
-    tcmalloc preloaded (Debian/Ubuntu package ``libtcmalloc-minimal4``), both frameworks of ``benchmarks.compare``
-    ran faster on the 2-core machine of benchmarks/RESULTS.md (attempt 29): fusionjax's training steps 12–28 %
-    (ResNet-20, -50, -18, DenseNet-121), its forwards 7–14 %, compiling no slower and the peak resident memory lower
-    than with glibc's (ResNet-50's process 5.9–6.0 → 4.9–5.2 GB), which page-faults a large block in afresh on every
-    call; jemalloc measured no faster for JAX and up to twice as slow for torch. ``benchmarks.compare`` reports it
-    with its tables.
-    """
-    try:
-        malloc = ctypes.CDLL(None).malloc
-    except (AttributeError, OSError, TypeError):  # no process handle (Windows)
-        return "unknown"
-    return _defining_library(malloc)
-
-
-def reuse_freed_host_memory() -> bool:
-    """Make glibc's ``malloc`` keep the memory this process frees and hand it out again, instead of returning it
-    to the kernel. Process-wide and for the whole process's life, so the library never calls it;
-    ``fusionjax-train --reuse_freed_host_memory`` and ``benchmarks.compare --reuse-freed-host-memory`` do, and a CPU
-    application can. Returns False, changing nothing, where ``malloc`` is not glibc's (another C library, or an
-    allocator preloaded in its place: ``host_malloc``).
-
-    XLA:CPU allocates each call's buffers afresh: a ResNet-20 CIFAR training step at batch 128 takes one block of
-    237 MiB on one of its worker threads. glibc serves a block that large (over 32 MiB, or 64 MiB on a thread's
-    arena) with its own ``mmap`` and unmaps it when freed, so every call faults each of its pages in again and the
-    kernel zeroes them: 60,600 page faults and about 140 ms of kernel CPU time per step on the 2-core machine of
-    benchmarks/RESULTS.md (attempt 28). With one arena for all threads, no ``mmap`` and no trimming, the blocks stay
-    in the heap and later calls reuse them: no page faults once the heap has grown (a few calls), the same numbers,
-    that ResNet-20 step 9 % faster, ResNet-50's 12 % (``benchmarks.compare`` A/B runs). The costs: compiling is
-    15–20 % slower (XLA's compiler threads share the one arena), so short runs lose (the digits job of the README
-    takes 10 % longer), and the process holds its peak heap, plus what fragmentation adds, until it exits. Call it
-    before the first computation: threads that allocated earlier keep their arenas. Where you can install it,
-    tcmalloc does better on every count (``host_malloc``); this is for machines where you cannot.
-    """
-    libc_name = ctypes.util.find_library("c")
-    libc = ctypes.CDLL(libc_name) if libc_name else None
-    if libc is None or not hasattr(libc, "gnu_get_libc_version"):
-        return False
-    if host_malloc() != _defining_library(libc.gnu_get_libc_version):
-        return False
-    return all(libc.mallopt(option, value) == 1
-               for option, value in ((_M_ARENA_MAX, 1), (_M_MMAP_MAX, 0), (_M_TRIM_THRESHOLD, 2**31 - 1)))

@@ -10,8 +10,8 @@ import os
 
 import tensorflow_datasets as tfds
 
-from train.data import DataNotFoundError
-from train.datasets import cifar_archive, imagenette_archive
+from fusionjax.train.data import cifar_archive, imagenette_archive
+from fusionjax.train.errors import ConfigError, DataNotFoundError
 
 _HOW_TO_PREPARE = {
     "imagenet2012": ("Download ILSVRC2012_img_train.tar and ILSVRC2012_img_val.tar from image-net.org into a "
@@ -70,9 +70,17 @@ def _offline_preparation(name: str, manual_dir: str | None):
 def load_split(name: str, split: str, *, data_dir: str | None, manual_dir: str | None):
     """A random-access ``tfds.data_source`` over ``split`` of the array_record data prepared for ``name``."""
     try:
-        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+        return _open(name, split, data_dir)
     except (NotImplementedError, AssertionError, FileNotFoundError):  # tfds's ways of saying "not prepared (so)"
         pass
     # Outside the except block: tfds's message for missing data is misleading, and _diagnose's errors replace it.
     _diagnose(name, data_dir, manual_dir)
-    return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    return _open(name, split, data_dir)
+
+
+def _open(name: str, split: str, data_dir: str | None):
+    try:
+        return tfds.data_source(name, split=split, data_dir=data_dir, download=False)
+    except ValueError as error:  # tfds: a split the data set lacks, or a malformed slice of one
+        raise ConfigError(f"{error} Set config.train_split and config.eval_split to splits of {name} (tfds slices "
+                          "such as 'train[:90%]' work too).") from error

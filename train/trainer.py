@@ -1,7 +1,8 @@
 """The trainer: one jit-compiled train step over a mesh of every device, Orbax checkpoints, exact resume.
 
-Layout (read top to bottom): the train state and its shardings; what runs on device (mixup/CutMix, the train
-step, the eval step); checkpoints and the workdir; the host loop (``train_and_evaluate``) and ``evaluate_workdir``.
+Read top to bottom: the train state and its shardings; what runs on device (the train step, the eval step); the
+host loop (``train_and_evaluate``); evaluating a saved run (``evaluate_workdir``) or a converted checkpoint.
+The workdir and its checkpoints are ``workdir``'s, the input pipelines ``data``'s, the optimizer ``optim``'s.
 
 Parallelism. The mesh has one axis, ``'data'``, over ``jax.devices()`` (all hosts). The batch is sharded on it;
 params, BatchNorm statistics, optimizer state and EMA are replicated, or with ``config.fsdp`` sharded on their
@@ -15,11 +16,11 @@ checkpoint, and the random key of a step is ``fold_in(seed key, step)``, so a re
 and random numbers as an uninterrupted one. With ``config.grad_accum_steps = k`` a micro-batch holds
 ``batch_size / k`` examples, ``optax.MultiSteps`` applies the mean gradient every k micro-steps, and BatchNorm
 running statistics are updated at every micro-step from that micro-batch (as in PyTorch accumulation loops).
+The user's guide: ``docs/training.md``.
 """
 
 import dataclasses
 import functools
-import json
 import math
 import signal
 import time
@@ -36,24 +37,11 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import fusionjax
-from train import data, metrics as metrics_lib, optim
+from fusionjax.train import data, metrics as metrics_lib, optim, workdir as workdir_lib
+from fusionjax.train.errors import ConfigError, DataError, RunNotFoundError, TrainingDivergedError
+from fusionjax.train.mixup import mix_batch
 
-CONFIG_FILE = "config.json"
-CHECKPOINT_DIR = "checkpoints"
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
-# Config keys a resumed run may change: they steer bookkeeping, not the numbers a run computes.
-BOOKKEEPING_KEYS = frozenset({
-    "log_every_steps", "eval_every_epochs", "checkpoint_every_steps", "keep_checkpoints", "progress_bar",
-    "input_workers", "data_dir", "manual_dir", "eval_batch_size", "eval_split",
-})
-
-
-class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or Inf; nothing after the last good checkpoint was saved."""
-
-
-class WorkdirConflictError(RuntimeError):
-    """The workdir holds another run; it is left untouched."""
 
 
 class TrainState(flax.struct.PyTreeNode):
@@ -93,10 +81,15 @@ def make_mesh(devices=None) -> Mesh:
 
 def build_model(config, num_classes: int):
     if config.dtype not in DTYPES:
-        raise ValueError(f"config.dtype={config.dtype!r} is not one of {', '.join(DTYPES)}.")
+        raise ConfigError(f"config.dtype={config.dtype!r} is not one of {', '.join(DTYPES)}.")
     # A config read back from config.json holds lists where the config file had tuples (stage_sizes, ...).
     overrides = {k: tuple(v) if isinstance(v, list) else v for k, v in config.model_overrides.to_dict().items()}
-    return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype], **overrides)
+    try:
+        return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype], **overrides)
+    except fusionjax.UnknownModelError as error:
+        raise ConfigError(f"config.model: {error.args[0]}") from error
+    except TypeError as error:  # create_model names the unknown options and the ones the model takes
+        raise ConfigError(f"config.model_overrides: {error}") from error
 
 
 def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None = None,
@@ -109,20 +102,20 @@ def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None =
     info = info or data.dataset_info(config)
     accum = config.grad_accum_steps
     if accum < 1 or config.batch_size % accum:
-        raise ValueError(f"config.batch_size={config.batch_size} must be a multiple of "
-                         f"config.grad_accum_steps={accum} (each micro-batch holds batch_size / grad_accum_steps).")
+        raise ConfigError(f"config.batch_size={config.batch_size} must be a multiple of "
+                          f"config.grad_accum_steps={accum} (each micro-batch holds batch_size / grad_accum_steps).")
     micro = config.batch_size // accum
     checked = [("batch_size / grad_accum_steps", micro)] if training else []
     for name, size in (*checked, ("eval_batch_size", config.eval_batch_size)):
         if size % mesh.size:
             hint = "." if training else " (fusionjax-eval --batch_size)."
-            raise ValueError(f"config.{name} = {size} must be divisible by the {mesh.size} devices; "
-                             f"pick a multiple of {mesh.size}{hint}")
+            raise ConfigError(f"config.{name} = {size} must be divisible by the {mesh.size} devices; "
+                              f"pick a multiple of {mesh.size}{hint}")
     if training and config.bn_groups and micro % config.bn_groups:
-        raise ValueError(f"config.bn_groups={config.bn_groups} must divide the micro-batch of {micro} examples.")
+        raise ConfigError(f"config.bn_groups={config.bn_groups} must divide the micro-batch of {micro} examples.")
     updates_per_epoch = info.num_train // config.batch_size
     if updates_per_epoch == 0:
-        raise ValueError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} training examples.")
+        raise ConfigError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} training examples.")
     total_updates = config.num_train_steps or math.ceil(config.num_epochs * updates_per_epoch)
     tx, schedule = optim.make_optimizer(config, updates_per_epoch, total_updates)
     return Setup(config, info, build_model(config, info.num_classes), tx, schedule, mesh, micro,
@@ -166,8 +159,8 @@ def init_state(setup: Setup, variables=None) -> TrainState:
     else:
         make, argument = _init_fn(setup), jax.random.key(setup.config.seed)
     shardings = state_shardings(jax.eval_shape(make, argument), setup.mesh, setup.config.fsdp)
-    # XLA:CPU compiles the non-partitionable threefry ~3× faster (5 s instead of 15 s for ResNet-20's ~60
-    # initializers on 2 cores); the values do not depend on the sharding either way.
+    # XLA:CPU compiles the non-partitionable threefry several times faster; the values do not depend on the
+    # sharding either way.
     with jax.threefry_partitionable(False):
         return jax.jit(make, out_shardings=shardings)(argument)
 
@@ -181,41 +174,6 @@ def abstract_state(setup: Setup) -> TrainState:
 
 # ----------------------------------------------------------------------------------------------------------------
 # On device.
-
-
-def _mixup(images, key, alpha: float):
-    lam = jax.random.beta(key, alpha, alpha)
-    return lam * images + (1 - lam) * images[::-1], lam
-
-
-def _cutmix(images, key, alpha: float):
-    """Paste a box of the partner image; lam is the kept area fraction (Yun et al. 2019)."""
-    lam_key, y_key, x_key = jax.random.split(key, 3)
-    lam = jax.random.beta(lam_key, alpha, alpha)
-    height, width = images.shape[1:3]
-    cut_h, cut_w = height * jnp.sqrt(1 - lam), width * jnp.sqrt(1 - lam)
-    center_y, center_x = jax.random.uniform(y_key) * height, jax.random.uniform(x_key) * width
-    rows, cols = jnp.arange(height)[:, None], jnp.arange(width)[None, :]
-    top, bottom = (jnp.clip(jnp.round(center_y + sign * cut_h / 2), 0, height) for sign in (-1, 1))
-    left, right = (jnp.clip(jnp.round(center_x + sign * cut_w / 2), 0, width) for sign in (-1, 1))
-    inside = (rows >= top) & (rows < bottom) & (cols >= left) & (cols < right)
-    mixed = jnp.where(inside[None, :, :, None], images[::-1], images)
-    return mixed, 1 - (bottom - top) * (right - left) / (height * width)
-
-
-def mix_batch(images, targets, key, mixup_alpha: float, cutmix_alpha: float):
-    """Mixup and/or CutMix of each example with its partner in the reversed batch; targets mix alike."""
-    if not mixup_alpha and not cutmix_alpha:
-        return images, targets
-    choice_key, mix_key = jax.random.split(key)
-    if mixup_alpha and cutmix_alpha:
-        images, lam = jax.lax.cond(jax.random.bernoulli(choice_key), lambda: _cutmix(images, mix_key, cutmix_alpha),
-                                   lambda: _mixup(images, mix_key, mixup_alpha))
-    elif mixup_alpha:
-        images, lam = _mixup(images, mix_key, mixup_alpha)
-    else:
-        images, lam = _cutmix(images, mix_key, cutmix_alpha)
-    return images, lam * targets + (1 - lam) * targets[::-1]
 
 
 def _top_k_correct(logits, labels, k: int):
@@ -312,103 +270,6 @@ def evaluate(config, mesh: Mesh, eval_step, variables) -> dict[str, float]:
 
 
 # ----------------------------------------------------------------------------------------------------------------
-# Checkpoints and the workdir.
-
-
-def _checkpoint_score(metrics: dict) -> float:
-    """Evaluation top-1; checkpoints saved between evaluations carry empty metrics and never rank best."""
-    return metrics.get("top1", -math.inf)
-
-
-def checkpoint_manager(workdir: Path, config, read_only: bool = False) -> ocp.CheckpointManager:
-    """Async Orbax manager keeping the last ``config.keep_checkpoints`` and the best by evaluation top-1."""
-    policy = ocp.checkpoint_managers.AnyPreservationPolicy([
-        ocp.checkpoint_managers.LatestN(n=config.keep_checkpoints),
-        ocp.checkpoint_managers.BestN(get_metric_fn=_checkpoint_score, n=1),
-    ])
-    # best_fn makes Orbax store each checkpoint's metrics (the preservation policy alone does not).
-    options = ocp.CheckpointManagerOptions(preservation_policy=policy, best_fn=_checkpoint_score, best_mode="max",
-                                           enable_async_checkpointing=True,
-                                           cleanup_tmp_directories=not read_only,
-                                           read_only=read_only, create=not read_only)
-    return ocp.CheckpointManager(Path(workdir).absolute() / CHECKPOINT_DIR, options=options)
-
-
-def save_checkpoint(manager: ocp.CheckpointManager, state: TrainState, eval_metrics: dict | None) -> None:
-    manager.save(int(state.step), args=ocp.args.Composite(state=ocp.args.StandardSave(state)),
-                 metrics=eval_metrics or {}, force=True)
-
-
-def restore_checkpoint(manager: ocp.CheckpointManager, step: int, target: TrainState) -> TrainState:
-    """Restore ``step`` onto the shardings in ``target`` (from ``abstract_state``), whatever device count saved it."""
-    restored = manager.restore(step, args=ocp.args.Composite(state=ocp.args.StandardRestore(target)))
-    return restored["state"]
-
-
-def best_step(manager: ocp.CheckpointManager) -> int | None:
-    """The kept step with the highest evaluation top-1."""
-    scored = [(manager.metrics(s)["top1"], s) for s in manager.all_steps() if "top1" in (manager.metrics(s) or {})]
-    return max(scored)[1] if scored else None
-
-
-def _flat_config(config) -> dict[str, Any]:
-    def flatten(tree, prefix=""):
-        for key, value in tree.items():
-            if isinstance(value, dict):
-                yield from flatten(value, f"{prefix}{key}.")
-            else:
-                yield f"{prefix}{key}", value
-
-    return dict(flatten(json.loads(config.to_json_best_effort())))
-
-
-def _workdir_conflict(workdir: Path, config) -> str | None:
-    """Why ``workdir`` cannot hold a run of ``config``, or None (new, or a run of this config to resume)."""
-    path = workdir / CONFIG_FILE
-    if path.exists():
-        stored = _flat_config(ml_collections.ConfigDict(json.loads(path.read_text())))
-        current = _flat_config(config)
-        differences = [f"  {key}: {stored.get(key, '<unset>')!r} in the workdir, {current.get(key, '<unset>')!r} now"
-                       for key in sorted(set(stored) | set(current))
-                       if key not in BOOKKEEPING_KEYS and stored.get(key, "<unset>") != current.get(key, "<unset>")]
-        if differences:
-            return (f"{workdir} holds a run of another config, left untouched. It differs in:\n"
-                    + "\n".join(differences) + f"\nUse a new --workdir, or the config in {path} to resume that run.")
-    elif (workdir / CHECKPOINT_DIR).exists() or (workdir / metrics_lib.METRICS_FILE).exists():
-        return (f"{workdir} has checkpoints or metrics but no {CONFIG_FILE}, so it is not known to be a run of this "
-                "config; it is left untouched. Use a new --workdir.")
-    return None
-
-
-def claim_workdir(workdir: Path, config) -> None:
-    """Store the config in ``workdir``; refuse a workdir that holds a run of another config.
-
-    A resumed run may differ only in ``BOOKKEEPING_KEYS``; the stored config.json is never rewritten. Every host
-    decides on the workdir as it was before any host wrote to it, so all of them refuse or none does.
-    """
-    conflict = _workdir_conflict(workdir, config)
-    if jax.process_count() > 1:
-        from jax.experimental import multihost_utils
-
-        multihost_utils.sync_global_devices("fusionjax: workdir checked")
-    if conflict:
-        raise WorkdirConflictError(conflict)
-    path = workdir / CONFIG_FILE
-    if jax.process_index() == 0 and not path.exists():
-        workdir.mkdir(parents=True, exist_ok=True)
-        partial = path.with_suffix(".json.partial")  # renamed into place whole: never a half-written config
-        partial.write_text(config.to_json_best_effort(indent=2, sort_keys=True) + "\n")
-        partial.replace(path)
-
-
-def load_workdir_config(workdir: Path) -> ml_collections.ConfigDict:
-    path = Path(workdir) / CONFIG_FILE
-    if not path.exists():
-        raise FileNotFoundError(f"{path} does not exist: pass the --workdir of a fusionjax-train run.")
-    return ml_collections.ConfigDict(json.loads(path.read_text()))
-
-
-# ----------------------------------------------------------------------------------------------------------------
 # The host loop.
 
 
@@ -448,8 +309,8 @@ class _TrainLog:
             if not np.isfinite(m["loss"]):
                 self.manager.wait_until_finished()
                 last = self.manager.latest_step()
-                kept = (f"the last good checkpoint, step {last}, is kept in {self.manager.directory}" if last
-                        else "no checkpoint had been saved yet")
+                kept = (f"the last good checkpoint, step {last}, is kept in {self.manager.directory}"
+                        if last is not None else "no checkpoint had been saved yet")
                 raise TrainingDivergedError(
                     f"Training loss is {float(m['loss'])} at step {step}; stopped, and {kept}. Lower "
                     "config.learning_rate, add config.warmup_epochs or config.grad_clip_norm, or try "
@@ -480,13 +341,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
     workdir = Path(workdir)
     setup = make_setup(config)
-    claim_workdir(workdir, config)
-    manager = checkpoint_manager(workdir, config)
+    workdir_lib.claim_workdir(workdir, config)
+    manager = workdir_lib.checkpoint_manager(workdir, config)
     restored_step = manager.latest_step()
     if restored_step is None:
         state = init_state(setup)
     else:
-        state = restore_checkpoint(manager, restored_step, abstract_state(setup))
+        state = workdir_lib.restore_checkpoint(manager, restored_step, abstract_state(setup))
     start = int(state.step)
     train_step, eval_step = make_train_step(setup), make_eval_step(setup.model, setup.mesh)
     is_main = jax.process_index() == 0
@@ -529,7 +390,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                     progress.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in eval_metrics.items()))
                 if evaluate_now or step % config.checkpoint_every_steps == 0 or stop:
                     log.check()  # never save parameters that a NaN/Inf loss has reached
-                    save_checkpoint(manager, state, {"top1": eval_metrics["top1"]} if evaluate_now else None)
+                    ranking = {"top1": eval_metrics["top1"]} if evaluate_now else None
+                    workdir_lib.save_checkpoint(manager, state, ranking)
                 if stop:
                     progress.write(f"SIGTERM: saved step {step} in {manager.directory}; rerun the same command "
                                    "to resume.")
@@ -555,34 +417,30 @@ def evaluate_workdir(workdir: str | Path, checkpoint: str = "latest", ema: bool 
     ``overrides`` change bookkeeping fields of the run's config, e.g. ``{'eval_split': 'train'}``.
     """
     workdir = Path(workdir)
-    config = load_workdir_config(workdir)
+    config = workdir_lib.load_workdir_config(workdir)
     config.update_from_flattened_dict(overrides or {})
+    if ema and not config.ema_decay:
+        raise ConfigError(f"The run in {workdir} kept no EMA (config.ema_decay = 0); evaluate without --ema.")
     setup = make_setup(config, training=False)
-    manager = checkpoint_manager(workdir, config, read_only=True)
-    kept = list(manager.all_steps())
-    if checkpoint == "latest":
-        step = manager.latest_step()
-    elif checkpoint == "best":
-        step = best_step(manager)
-    elif checkpoint.isdigit():
-        step = int(checkpoint)
-    else:
-        raise ValueError(f"checkpoint must be 'latest', 'best' or a step number, got {checkpoint!r}.")
-    if step is None or step not in kept:
-        raise FileNotFoundError(f"No checkpoint {checkpoint!r} in {manager.directory}; kept steps: {kept}.")
-    state = restore_checkpoint(manager, step, abstract_state(setup))
+    manager = workdir_lib.checkpoint_manager(workdir, config, read_only=True)
+    step = workdir_lib.find_checkpoint(manager, checkpoint)
+    state = workdir_lib.restore_checkpoint(manager, step, abstract_state(setup))
     manager.close()
-    if ema and state.ema is None:
-        raise ValueError(f"The run in {workdir} kept no EMA (config.ema_decay = 0); evaluate without --ema.")
     result = evaluate(config, setup.mesh, make_eval_step(setup.model, setup.mesh), state.variables(ema=ema))
     return {"step": step, **result}
 
 
 def evaluate_converted(directory: str | Path, config) -> dict[str, float]:
     """Evaluate a ``fusionjax-convert`` output directory on the data set and split that ``config`` names."""
-    from fusionjax.convert import load_pretrained
+    from fusionjax.convert import ConversionError, load_pretrained
 
-    model, variables = load_pretrained(directory)
+    try:
+        model, variables = load_pretrained(directory)
+    except FileNotFoundError as error:
+        raise RunNotFoundError(f"{error} Nor is it a fusionjax-train workdir: it has no "
+                               f"{workdir_lib.CONFIG_FILE}.") from error
+    except ConversionError as error:  # the saved variables do not fit the architecture its card names
+        raise DataError(f"{directory}: {error}") from error
     mesh = make_mesh()
     variables = jax.device_put(variables, NamedSharding(mesh, P()))
     return evaluate(config, mesh, make_eval_step(model, mesh), variables)

@@ -1,0 +1,161 @@
+"""Batches: grain maps a step number to this host's share of that step's global batch.
+
+Every training batch is a pure function of ``(seed, step)``: the example order is a per-epoch permutation seeded by
+``(seed, epoch)`` and the augmentation's random numbers come from a generator seeded by ``(seed, step)``. Resuming
+at ``start_step`` therefore reproduces an uninterrupted run exactly, and a batch does not depend on how many hosts
+read it: host ``i`` of ``n`` reads and augments rows ``[i*B/n, (i+1)*B/n)`` of it. grain reads with threads and,
+with ``config.input_workers > 0``, worker processes; the order of batches never depends on either.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Iterator
+
+import grain
+import numpy as np
+
+from fusionjax.train.data import catalog
+from fusionjax.train.data.sources import load_split
+from fusionjax.train.data.transforms import Transform
+from fusionjax.train.errors import ConfigError
+
+
+@dataclasses.dataclass(frozen=True)
+class HostShard:
+    """This host's equal share of every global batch."""
+
+    global_batch_size: int
+    process_index: int
+    process_count: int
+
+    def __post_init__(self):
+        if self.process_count < 1 or not 0 <= self.process_index < self.process_count:
+            raise ValueError(
+                f"process_index={self.process_index} must lie in [0, process_count={self.process_count}).")
+        if self.global_batch_size < 1 or self.global_batch_size % self.process_count:
+            raise ValueError(
+                f"global_batch_size={self.global_batch_size} must be a positive multiple of "
+                f"process_count={self.process_count}: every host reads an equal share of each batch.")
+
+    @property
+    def local_batch_size(self) -> int:
+        return self.global_batch_size // self.process_count
+
+    @property
+    def rows(self) -> slice:
+        """This host's rows of the global batch."""
+        return slice(self.process_index * self.local_batch_size, (self.process_index + 1) * self.local_batch_size)
+
+
+class _TrainBatch:
+    """Step -> this host's rows of the step's global batch: a per-epoch permutation, then augmentation."""
+
+    def __init__(self, source, transform: Transform, shard: HostShard, seed: int, steps_per_epoch: int):
+        self.source, self.transform, self.shard = source, transform, shard
+        self.seed, self.steps_per_epoch = seed, steps_per_epoch
+        self._epoch_and_order: tuple[int, np.ndarray | None] = (-1, None)
+
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        # One attribute holds (epoch, order) so that grain's reader threads, which may straddle an epoch boundary,
+        # never pair one epoch's number with another's order.
+        cached_epoch, order = self._epoch_and_order
+        if cached_epoch != epoch:
+            order = np.random.default_rng((self.seed, 0, epoch)).permutation(len(self.source))
+            self._epoch_and_order = (epoch, order)
+        return order
+
+    def __call__(self, step: int) -> dict[str, np.ndarray]:
+        epoch, step_in_epoch = divmod(step, self.steps_per_epoch)
+        batch = self.shard.global_batch_size
+        indices = self._epoch_order(epoch)[step_in_epoch * batch:(step_in_epoch + 1) * batch][self.shard.rows]
+        draws = self.transform.draw(np.random.default_rng((self.seed, 1, step)), batch)
+        images, labels = self.source.read(indices)
+        return {"image": self.transform.train(images, {k: v[self.shard.rows] for k, v in draws.items()}),
+                "label": labels.astype(np.int32)}
+
+
+class _EvalBatch:
+    """Batch number -> this host's rows of it, in split order; rows past the split's end are zero with mask 0."""
+
+    def __init__(self, source, transform: Transform, shard: HostShard, image_shape: tuple[int, int, int]):
+        self.source, self.transform, self.shard, self.image_shape = source, transform, shard, image_shape
+
+    def __call__(self, batch_number: int) -> dict[str, np.ndarray]:
+        rows = self.shard.rows
+        positions = batch_number * self.shard.global_batch_size + np.arange(rows.start, rows.stop)
+        real = positions[positions < len(self.source)]
+        image = np.zeros((len(positions), *self.image_shape), np.float32)
+        label = np.zeros(len(positions), np.int32)
+        if len(real):
+            images, labels = self.source.read(real)
+            image[:len(real)], label[:len(real)] = self.transform.eval(images), labels
+        return {"image": image, "label": label, "mask": (positions < len(self.source)).astype(np.float32)}
+
+
+def _transform(config, augment: str | None = None) -> Transform:
+    name, spec = catalog.dataset_spec(config)
+    augment = catalog.augmentation(config, name, spec) if augment is None else augment
+    return Transform(augment, catalog.image_size(config, name, spec), spec.native_size is not None, spec.pixel_max,
+                     spec.mean, spec.std)
+
+
+def _iterate(dataset: grain.MapDataset, workers: int) -> Iterator[dict]:
+    # Threads overlap PIL decoding and array_record reads, which release the GIL; a few batches in flight suffice.
+    iter_dataset = dataset.to_iter_dataset(grain.ReadOptions(num_threads=4, prefetch_buffer_size=4))
+    if workers:
+        from absl import flags
+
+        # grain's worker start-up reads its absl flags; outside an absl app (a library call, a test) nothing has
+        # parsed them, and their defaults are what we want.
+        if not flags.FLAGS.is_parsed():
+            flags.FLAGS.mark_as_parsed()
+        iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+    return iter(iter_dataset)
+
+
+def dataset_info(config) -> catalog.DatasetInfo:
+    """Shapes, class count and split sizes; reads the prepared data's metadata (or loads digits)."""
+    name, spec = catalog.dataset_spec(config)
+    transform = _transform(config)
+    return catalog.DatasetInfo(
+        name=name, num_classes=spec.num_classes, image_shape=(transform.image_size, transform.image_size,
+                                                              spec.channels),
+        num_train=len(load_split(config, catalog.train_split(config))),
+        num_eval=len(load_split(config, catalog.eval_split(config, spec))))
+
+
+def train_batches(config, *, seed: int, global_batch_size: int, start_step: int = 0,
+                  process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+    """Infinite training batches ``{'image': float32 [B/n, H, W, C], 'label': int32 [B/n]}`` from ``start_step``.
+
+    Deterministic in ``(seed, step)``; reshuffles every epoch and drops each epoch's incomplete last batch.
+    """
+    name, _ = catalog.dataset_spec(config)
+    transform = _transform(config)
+    workers = catalog.input_workers(config)
+    if seed < 0 or start_step < 0:
+        raise ValueError(f"seed ({seed}) and start_step ({start_step}) must be >= 0.")
+    shard = HostShard(global_batch_size, process_index, process_count)
+    source = load_split(config, catalog.train_split(config), for_training=True)
+    steps_per_epoch = len(source) // global_batch_size
+    if steps_per_epoch == 0:
+        raise ConfigError(f"global_batch_size={global_batch_size} exceeds the {len(source)} training examples of "
+                          f"{name}; use a smaller batch.")
+    # Steps are unbounded in principle; sys.maxsize // 2 is a length grain can hold that no run reaches.
+    steps = grain.MapDataset.range(start_step, sys.maxsize // 2)
+    return _iterate(steps.map(_TrainBatch(source, transform, shard, seed, steps_per_epoch)), workers)
+
+
+def eval_batches(config, *, global_batch_size: int, process_index: int = 0,
+                 process_count: int = 1) -> Iterator[dict]:
+    """One ordered pass over ``config.eval_split``; the last batch is padded, and ``'mask'`` marks real examples."""
+    _, spec = catalog.dataset_spec(config)
+    transform = _transform(config, augment="none")
+    workers = catalog.input_workers(config)
+    shard = HostShard(global_batch_size, process_index, process_count)
+    source = load_split(config, catalog.eval_split(config, spec))
+    image_shape = (transform.image_size, transform.image_size, spec.channels)
+    batches = grain.MapDataset.range(-(-len(source) // global_batch_size))
+    return _iterate(batches.map(_EvalBatch(source, transform, shard, image_shape)), workers)

@@ -1,0 +1,135 @@
+"""Augmentation and evaluation preprocessing, on the host with NumPy and PIL.
+
+``cifar``: zero-pad 4, random 32x32 crop, horizontal flip (He et al. 2016). ``inception``: torchvision's
+RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, bilinear) and a flip. Evaluation images are used as they are
+(digits, CIFAR) or resized (shorter side to image_size / 0.875, bilinear, antialiased) and center-cropped, as
+torchvision's Resize + CenterCrop do on PIL images.
+
+The random draws of a step are made for the whole global batch from one generator seeded by (seed, step), so every
+host draws the same numbers and takes its own rows: a batch does not depend on the number of hosts. The draws do not
+depend on image sizes, which are known only after reading.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+# torchvision's ImageNet eval recipe: resize the shorter side to 256 for a 224 crop.
+EVAL_CROP_FRACTION = 0.875
+CIFAR_PADDING = 4  # zero padding, as in He et al. (2016) and the Wide ResNet / DenseNet papers
+INCEPTION_SCALE = (0.08, 1.0)
+INCEPTION_RATIO = (3 / 4, 4 / 3)
+
+
+def pad_crop_flip(images: np.ndarray, offsets: np.ndarray, flips: np.ndarray, padding: int) -> np.ndarray:
+    """Zero-pads NHWC ``images`` by ``padding``, crops each back at ``offsets`` [N, 2] and mirrors where ``flips``."""
+    height, width = images.shape[1:3]
+    padded = np.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    out = np.empty_like(images)
+    # Slice copies, one image at a time: faster than one fancy-indexed gather of the whole batch.
+    for i, ((top, left), flip) in enumerate(zip(offsets.tolist(), flips.tolist())):
+        crop = padded[i, top:top + height, left:left + width]
+        out[i] = crop[:, ::-1] if flip else crop
+    return out
+
+
+def inception_boxes(sizes: np.ndarray, draws: dict[str, np.ndarray]) -> np.ndarray:
+    """torchvision's RandomResizedCrop.get_params for each (height, width) in ``sizes``: [N, 4] top, left, h, w.
+
+    ``draws`` holds uniforms: ``area`` and ``log_ratio`` [N, 10] (the 10 attempts), ``position`` [N, 2].
+    """
+    heights, widths = sizes[:, :1].astype(np.float64), sizes[:, 1:].astype(np.float64)
+    target_area = heights * widths * draws["area"]
+    aspect = np.exp(draws["log_ratio"])
+    crop_w = np.rint(np.sqrt(target_area * aspect))
+    crop_h = np.rint(np.sqrt(target_area / aspect))
+    fits = (crop_w > 0) & (crop_w <= widths) & (crop_h > 0) & (crop_h <= heights)
+    attempt = fits.argmax(axis=1)[:, None]  # the first attempt that fits, as in torchvision's loop
+    crop_h = np.take_along_axis(crop_h, attempt, 1)[:, 0]
+    crop_w = np.take_along_axis(crop_w, attempt, 1)[:, 0]
+    # No attempt fits: the largest central crop with the aspect ratio clamped into range.
+    in_ratio = widths[:, 0] / heights[:, 0]
+    fallback_w = np.where(in_ratio < INCEPTION_RATIO[0], widths[:, 0],
+                          np.where(in_ratio > INCEPTION_RATIO[1], np.rint(heights[:, 0] * INCEPTION_RATIO[1]),
+                                   widths[:, 0]))
+    fallback_h = np.where(in_ratio < INCEPTION_RATIO[0], np.rint(widths[:, 0] / INCEPTION_RATIO[0]), heights[:, 0])
+    found = fits.any(axis=1)
+    crop_h, crop_w = np.where(found, crop_h, fallback_h), np.where(found, crop_w, fallback_w)
+    top = np.where(found, np.floor(draws["position"][:, 0] * (heights[:, 0] - crop_h + 1)),
+                   (heights[:, 0] - crop_h) // 2)
+    left = np.where(found, np.floor(draws["position"][:, 1] * (widths[:, 0] - crop_w + 1)),
+                    (widths[:, 0] - crop_w) // 2)
+    return np.stack([top, left, crop_h, crop_w], axis=1).astype(np.int64)
+
+
+def resize(image: np.ndarray, size: tuple[int, int], box: np.ndarray | None = None) -> np.ndarray:
+    """Bilinear resize (antialiased when shrinking, like torchvision on PIL images) of ``box`` = (top, left, h, w)."""
+    from PIL import Image
+
+    pil_box = None if box is None else (int(box[1]), int(box[0]), int(box[1] + box[3]), int(box[0] + box[2]))
+    resized = Image.fromarray(image.squeeze(-1) if image.shape[-1] == 1 else image).resize(
+        (size[1], size[0]), Image.BILINEAR, box=pil_box)
+    out = np.asarray(resized)
+    return out[..., None] if out.ndim == 2 else out
+
+
+def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
+    """torchvision's Resize(int(size / 0.875)) + CenterCrop(size)."""
+    height, width = image.shape[:2]
+    short = int(size / EVAL_CROP_FRACTION)
+    if height <= width:
+        new_h, new_w = short, int(short * width / height)
+    else:
+        new_h, new_w = int(short * height / width), short
+    resized = resize(image, (new_h, new_w))
+    top = int(round((new_h - size) / 2.0))
+    left = int(round((new_w - size) / 2.0))
+    return resized[top:top + size, left:left + size]
+
+
+@dataclasses.dataclass(frozen=True)
+class Transform:
+    """Turns a host's raw images into a normalized float32 NHWC batch."""
+
+    augment: str  # 'none' | 'cifar' | 'inception'
+    image_size: int
+    fixed_size: bool  # images already have the output size (digits, CIFAR)
+    pixel_max: float
+    mean: tuple[float, ...]
+    std: tuple[float, ...]
+
+    def draw(self, rng: np.random.Generator, global_batch_size: int) -> dict[str, np.ndarray]:
+        """This step's random numbers for every row of the global batch."""
+        if self.augment == "cifar":
+            return {"offsets": rng.integers(0, 2 * CIFAR_PADDING + 1, (global_batch_size, 2)),
+                    "flips": rng.random(global_batch_size) < 0.5}
+        if self.augment == "inception":
+            return {"area": rng.uniform(*INCEPTION_SCALE, (global_batch_size, 10)),
+                    "log_ratio": rng.uniform(*np.log(INCEPTION_RATIO), (global_batch_size, 10)),
+                    "position": rng.random((global_batch_size, 2)),
+                    "flips": rng.random(global_batch_size) < 0.5}
+        return {}
+
+    def train(self, images: list[np.ndarray], draws: dict[str, np.ndarray]) -> np.ndarray:
+        if self.augment == "cifar":
+            return self.normalize(pad_crop_flip(np.stack(images), draws["offsets"], draws["flips"], CIFAR_PADDING))
+        if self.augment == "inception":
+            boxes = inception_boxes(np.asarray([image.shape[:2] for image in images]), draws)
+            crops = np.stack([resize(image, (self.image_size, self.image_size), box)
+                              for image, box in zip(images, boxes)])
+            return self.normalize(np.where(draws["flips"][:, None, None, None], crops[:, :, ::-1], crops))
+        return self.eval(images)
+
+    def eval(self, images: list[np.ndarray]) -> np.ndarray:
+        if not self.fixed_size:
+            images = [resize_center_crop(image, self.image_size) for image in images]
+        return self.normalize(np.stack(images))
+
+    def normalize(self, images: np.ndarray) -> np.ndarray:
+        std = np.asarray(self.std, np.float32)
+        out = images.astype(np.float32)
+        out *= np.float32(1 / self.pixel_max) / std  # in place: no float32 temporaries the size of the batch
+        out -= np.asarray(self.mean, np.float32) / std
+        return out
