@@ -1,6 +1,6 @@
-"""Images/s of the input pipeline (train/data.py) on this machine, printed as a table.
+"""Images/s of the training input pipeline (``fusionjax.train.data``) on this machine, printed as a table.
 
-    python benchmarks/input_pipeline.py [--batches 20] [--workers 0 1 2] [--tf-data]
+    python -m benchmarks.input_pipeline [--batches 20] [--workers 0 1 2] [--tf-data]
 
 Runs the code path real data takes: digits from scikit-learn; CIFAR-10 and Imagenette prepared offline from
 synthetic archives in the original formats (random pixels; ImageNet-sized 500x375 JPEGs), then read through
@@ -27,7 +27,8 @@ import ml_collections
 import numpy as np
 from PIL import Image
 
-from train import data
+from fusionjax.train import data
+from fusionjax.train.data import catalog
 
 
 def _write_tar(path: Path, members: dict[str, bytes]) -> None:
@@ -160,7 +161,7 @@ def main() -> None:
             row = "".join(f"{rate:>12.0f}" for _, rate in results)
             if args.tf_data:
                 if kind == "train" and name in in_memory:
-                    spec = data._SPECS[name]
+                    spec = catalog.SPECS[name]
                     _, rate = measure(lambda: tf_data_batches(in_memory[name], overrides["augment"],
                                                               overrides["image_size"], batch, spec.mean, spec.std),
                                       args.batches)

@@ -1,37 +1,33 @@
 """What a training step keeps for its backward pass: DenseNet-121 with and without ``memory_efficient``, ResNet-50.
 
-    python -m benchmarks.memory                 # traced residuals per image, and compiled temp memory; appends
-    python -m benchmarks.memory --no-compile    # traced residuals only (seconds, nothing runs)
-    python -m benchmarks.memory --time-rounds 5 # also times the compiled steps (the issue's cost goal: ≤ 1.2×)
+    python -m benchmarks.memory                 # traced residuals per image and compiled temp memory; records
+    python -m benchmarks.memory --no-compile    # traced residuals only (nothing runs)
+    python -m benchmarks.memory --time-rounds 5 # also times the compiled steps
 
 Two measures, because they disagree on XLA:CPU:
 - traced residuals: the arrays ``jax.vjp`` saves from the forward pass for the backward pass (what
   ``jax.ad_checkpoint.print_saved_residuals`` lists), excluding the step's own inputs (parameters and images,
-  kept anyway), summed in bytes, per image (the difference between batch 2 and batch 1). This is what
+  kept anyway), summed in bytes, per image (the difference between batch 2 and batch 1), with the plain layer ops
+  (what a GPU or TPU program keeps; the goals are stated on these) and with the XLA:CPU kernels. This is what
   ``nn.remat`` changes by construction.
 - compiled temp memory: ``jit(grad).lower(...).compile().memory_analysis().temp_size_in_bytes``, the scratch the
   compiled program allocates. XLA may undo rematerialization (common-subexpression elimination merges the
-  recomputed values back), in which case the traced saving does not reach the program.
-With ``--time-rounds``, the compiled steps also run, alternating, and their median times give what
-``memory_efficient`` costs (the recomputation, where the backend keeps it).
+  recomputed values back), in which case the traced saving does not reach the program: XLA:CPU does
+  (docs/cpu-performance.md); on a GPU, ``python -m benchmarks.gpu`` measures the compiled peak.
+With ``--time-rounds``, the compiled steps also run, alternating, and give what ``memory_efficient`` costs (the
+recomputation, where the backend keeps it).
 """
 
 import argparse
-import datetime
 import functools
-import shlex
-import statistics
-import sys
 import time
-from pathlib import Path
 
 import jax
 import jax.numpy as jnp
 
 import fusionjax
-from benchmarks.layers import alternating_times
+from benchmarks import harness, records, tables
 
-RESULTS = Path(__file__).with_name("RESULTS.md")
 CASES = {  # label -> (model name, overrides)
     "densenet121": ("densenet121", {}),
     "densenet121 memory_efficient": ("densenet121", {"memory_efficient": True}),
@@ -51,13 +47,16 @@ def loss_fn(model):
     return loss
 
 
-def residual_bytes(model, batch: int, size: int) -> int:
-    """Bytes of the distinct arrays the VJP saves for the backward pass, the step's inputs excluded."""
+def residual_bytes(model, batch: int, size: int, kernels: str = "reference") -> int:
+    """Bytes of the distinct arrays the VJP saves for the backward pass, the step's inputs excluded, with the
+    layer ops traced in ``fusionjax.kernels`` mode ``kernels``: "reference" (what a GPU or TPU program keeps) or
+    "xla_cpu". Never "auto": a platform conditional's traced residuals are those of all its branches together."""
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
-    closed, _ = jax.make_jaxpr(lambda *args: jax.vjp(loss_fn(model), *args), return_shape=True)(
-        variables["params"], variables["batch_stats"], images
-    )
+    with fusionjax.kernels.use(kernels):
+        closed, _ = jax.make_jaxpr(lambda *args: jax.vjp(loss_fn(model), *args), return_shape=True)(
+            variables["params"], variables["batch_stats"], images
+        )
     jaxpr = closed.jaxpr
     num_outputs = 1  # the loss; every later output of the traced function is a residual of vjp's closure
     inputs = set(jaxpr.invars)
@@ -68,8 +67,8 @@ def residual_bytes(model, batch: int, size: int) -> int:
 def compiled_step(model, batch: int, size: int):
     """(the compiled gradient, its temp bytes, optimization barriers in the lowered program, in the compiled one).
 
-    ``nn.remat`` puts an optimization barrier around each recomputation (and ``layers.materialized`` one on a scalar
-    one per stored value: 60 in DenseNet-121); the count that survives compilation shows whether the backend kept
+    ``nn.remat`` puts an optimization barrier around each recomputation (and on CPU the kernel of
+    ``layers.reused`` one per stored value); the count that survives compilation shows whether the backend kept
     the recomputation apart from the forward pass.
     """
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
@@ -81,15 +80,26 @@ def compiled_step(model, batch: int, size: int):
             compiled.as_text().count("opt-barrier("))
 
 
-def step_times(steps: dict, models: dict, batch: int, size: int, rounds: int) -> dict[str, list[float]]:
-    """ms per call of each compiled step on one random batch, alternating (``benchmarks.layers``' loop)."""
+def traced_residuals(size: int, kernels: str = "reference") -> dict[str, int]:
+    """Bytes of traced residuals per image of each case (batch 2's minus batch 1's), in ``kernels`` mode."""
+    per_image = {}
+    for label, (name, overrides) in CASES.items():
+        model = fusionjax.create_model(name, **overrides)
+        per_image[label] = residual_bytes(model, 2, size, kernels) - residual_bytes(model, 1, size, kernels)
+    return per_image
+
+
+def step_times(steps: dict, models: dict, batch: int, size: int, rounds: int) -> list[harness.Timed]:
+    """Each compiled step on one random batch, timed in alternating rounds."""
     images = jax.random.normal(jax.random.key(0), (batch, size, size, 3))
-    calls = {}
+    timed = []
     for label, model in models.items():
         variables = jax.jit(model.init)(jax.random.key(1), images)
         inputs = (variables["params"], variables["batch_stats"], images)
-        calls[label] = functools.partial(lambda step, args: jax.block_until_ready(step(*args)), steps[label], inputs)
-    return alternating_times(calls, rounds)
+        timed.append(harness.Timed("jax", label, "train", functools.partial(
+            lambda step, args: jax.block_until_ready(step(*args)), steps[label], inputs)))
+    harness.time_rounds(timed, rounds)
+    return timed
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -100,63 +110,60 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-compile", action="store_true", help="traced residuals only")
     parser.add_argument("--time-rounds", type=int, default=0,
                         help="also time each compiled step this many times, alternating (default 0: no timing)")
-    parser.add_argument("--no-append", action="store_true", help=f"print only; do not append to {RESULTS.name}")
+    parser.add_argument("--no-append", action="store_true", help="print only; record nothing")
+    parser.add_argument("--results", default=str(records.RESULTS),
+                        help="summary file to append to; the full record goes to runs/ beside it")
     args = parser.parse_args(argv)
     if args.time_rounds and args.no_compile:
         parser.error("--time-rounds times the compiled steps: drop --no-compile")
 
-    started = datetime.datetime.now(datetime.timezone.utc)
-    per_image, temp, steps, models = {}, {}, {}, {}
-    for label, (name, overrides) in CASES.items():
-        model = models[label] = fusionjax.create_model(name, **overrides)
-        start = time.perf_counter()
-        per_image[label] = residual_bytes(model, 2, args.size) - residual_bytes(model, 1, args.size)
-        traced_s = time.perf_counter() - start
-        if not args.no_compile:
+    started = records.now()
+    start = time.perf_counter()
+    per_image, with_kernels = traced_residuals(args.size), traced_residuals(args.size, "xla_cpu")
+    print(f"traced in {time.perf_counter() - start:.0f} s", flush=True)
+    temp, steps, models = {}, {}, {}
+    if not args.no_compile:
+        for label, (name, overrides) in CASES.items():
+            models[label] = fusionjax.create_model(name, **overrides)
             start = time.perf_counter()
-            steps[label], *temp[label] = compiled_step(model, args.compile_batch, args.size)
+            steps[label], *temp[label] = compiled_step(models[label], args.compile_batch, args.size)
             print(f"{label}: compiled in {time.perf_counter() - start:.0f} s", flush=True)
-        print(f"{label}: {per_image[label] / 2**20:.1f} MiB of residuals per image (traced in {traced_s:.0f} s)",
-              flush=True)
 
     dense, lean, resnet = (per_image[k] for k in CASES)
-    compile_header = (f" | compiled temp, batch {args.compile_batch} (MiB) | optimization barriers, lowered → "
-                      "compiled") if temp else ""
-    rows = [f"| model | traced residuals per image (MiB) | ÷ densenet121{compile_header} |",
-            "|---|---|---|" + ("---|---|" if temp else "")]
+    headings = ["model", "traced residuals per image (MiB)", "÷ densenet121", "with the XLA:CPU kernels (MiB)"]
+    if temp:
+        headings += [f"compiled temp, batch {args.compile_batch} (MiB)", "optimization barriers, lowered → compiled"]
+    rows = []
     for label in CASES:
-        compiled = f" | {temp[label][0] / 2**20:.1f} | {temp[label][1]} → {temp[label][2]}" if temp else ""
-        rows.append(f"| {label} | {per_image[label] / 2**20:.1f} | {per_image[label] / dense:.2f}{compiled} |")
+        row = [label, f"{per_image[label] / 2**20:.1f}", f"{per_image[label] / dense:.3f}",
+               f"{with_kernels[label] / 2**20:.1f}"]
+        if temp:
+            row += [f"{temp[label][0] / 2**20:.1f}", f"{temp[label][1]} → {temp[label][2]}"]
+        rows.append(row)
     verdicts = [
-        f"- memory_efficient ÷ plain (traced): {lean / dense:.2f} (goal ≤ 0.50: {'met' if lean <= 0.5 * dense else 'NOT met'})",
-        f"- densenet121 ÷ resnet50 (traced, goal ≤ 1): memory_efficient {lean / resnet:.2f} "
-        f"({'met' if lean <= resnet else 'NOT met'}), plain {dense / resnet:.2f} "
-        f"({'met' if dense <= resnet else 'NOT met'})",
+        f"- memory_efficient ÷ plain (traced): {lean / dense:.3f} "
+        f"(goal ≤ 0.5: {'met' if 2 * lean <= dense else 'NOT met'})",
+        f"- memory_efficient ÷ resnet50 (traced): {lean / resnet:.3f} "
+        f"(goal ≤ 1: {'met' if lean <= resnet else 'NOT met'})",
     ]
     if temp:
         ratio = temp["densenet121 memory_efficient"][0] / temp["densenet121"][0]
-        verdicts.append(f"- compiled temp memory, memory_efficient ÷ plain: {ratio:.2f}"
-                        + (" — XLA:CPU compiled the rematerialization away" if ratio > 0.9 else ""))
+        verdicts.append(f"- compiled temp memory, memory_efficient ÷ plain: {ratio:.2f}")
     if args.time_rounds:
-        times = step_times(steps, models, args.compile_batch, args.size, args.time_rounds)
-        median_ms = {label: statistics.median(t) for label, t in times.items()}
-        cost = median_ms["densenet121 memory_efficient"] / median_ms["densenet121"]
-        verdicts += [
-            f"- compiled step, batch {args.compile_batch}, median of {args.time_rounds} (min) ms: "
-            + "; ".join(f"{label} {median_ms[label]:.1f} ({min(times[label]):.1f})" for label in times),
-            f"- step time, memory_efficient ÷ plain: {cost:.2f} (goal ≤ 1.2: {'met' if cost <= 1.2 else 'NOT met'})",
-        ]
-    command = " ".join(shlex.quote(a) for a in ["python", "-m", "benchmarks.memory", *(argv or sys.argv[1:])])
-    report = "\n".join([
-        f"\n## {started:%Y-%m-%d %H:%M} UTC — DenseNet memory (benchmarks/memory.py)\n",
-        f"- command: `{command}`; input {args.size}×{args.size}, float32, jax {jax.__version__} on "
-        f"{jax.devices()[0].platform}",
-        "", *rows, "", *verdicts, "",
+        timed = step_times(steps, models, args.compile_batch, args.size, args.time_rounds)
+        verdicts.append(f"- compiled step, batch {args.compile_batch}, ms min (median): "
+                        + "; ".join(f"{v.label} {tables.ms(v)}" for v in timed)
+                        + f"; memory_efficient ÷ plain {tables.ratio(timed[1], timed[0])}")
+    summary = "\n".join([tables.markdown(headings, rows), "", *verdicts])
+    record = "\n".join([
+        *records.header("DenseNet memory", "benchmarks.memory", argv, started),
+        f"- input {args.size}×{args.size}, float32; load average {harness.load_average()}", "", summary, "",
     ])
-    print(report)
+    print(record)
     if not args.no_append:
-        with RESULTS.open("a") as f:
-            f.write(report)
+        path = records.publish(args.results, started, f"memory_{args.size}px", f"memory, {args.size}×{args.size}",
+                               record, summary)
+        print(f"recorded in {path} and {args.results}")
 
 
 if __name__ == "__main__":

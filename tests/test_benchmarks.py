@@ -1,13 +1,22 @@
-"""benchmarks/: the scripts run end to end on tiny inputs (they are timed on real sizes by hand, never here), the
-model FLOPs behind their throughput figures are the model's (against a closed-form count of its multiply-adds), and
-the DenseNet memory goal of issue #5 holds on the residuals a training step keeps (a byte count, not a time).
+"""benchmarks/: the commands run end to end on tiny inputs and write what they say, where they say, atomically; their
+tables hold the ratios of the times they recorded; the model FLOPs behind throughput figures are the model's (a
+closed-form count of its multiply-adds); the GPU check's smoke run reaches every path the GPU run takes, with only
+the imports a GPU machine has, and its converter parity holds against torchvision; the DenseNet memory goal holds
+on the residuals a training step keeps (a byte count). Timings themselves are never asserted.
 """
 
+import os
 import re
+import statistics
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from benchmarks import compare, memory
+from benchmarks import compare, harness, memory, records, steps, tables, user_step
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def valid_taps(size: int, kernel: int, stride: int, pad: int) -> int:
@@ -30,53 +39,207 @@ def cifar_resnet_multiply_adds(depth: int, size: int = 32, num_classes: int = 10
     return total + channels * num_classes
 
 
+def table_rows(text: str, headings_start: str) -> tuple[list[str], list[list[str]]]:
+    """The headings and the rows of the first markdown table whose heading line starts with ``headings_start``."""
+    lines = text.splitlines()
+    start = next(i for i, line in enumerate(lines) if line.startswith(headings_start))
+    cells = []
+    for line in lines[start:]:
+        if not line.startswith("|"):
+            break
+        cells.append([cell.strip() for cell in line.strip().strip("|").split("|")])
+    assert set(cells[1]) == {"---"}, cells[1]
+    return cells[0], cells[2:]
+
+
+def recorded_calls(record: str) -> dict[tuple[str, str], list[float]]:
+    """``(variant label, mode) -> wall ms of every call`` from a record's "Every call" lines."""
+    calls = {}
+    for label, mode, times in re.findall(r"^- \S+ (.+) (forward|train): wall ([\d., ]+);", record, re.M):
+        calls[label, mode] = [float(t) for t in times.split(", ")]
+    return calls
+
+
+def assert_ratio_cell(cell: str, numerator: list[float], denominator: list[float]) -> None:
+    """``cell`` is "min ÷ min (median ÷ median)" of the two lists of ms, printed to 2 decimals.
+
+    The record keeps 0.001 ms, so the recomputed ratio may differ from the printed one by half its last digit plus
+    that rounding (≤ 1e-3 of it for calls of ≥ 1 ms); more than that is a wrong ratio."""
+    printed = re.fullmatch(r"(\d+\.\d\d) \((\d+\.\d\d)\)", cell)
+    assert printed, cell
+    expected = (min(numerator) / min(denominator), statistics.median(numerator) / statistics.median(denominator))
+    for shown, value in zip(map(float, printed.groups()), expected):
+        assert abs(shown - value) <= 0.005 + 1e-3 * value, (cell, expected)
+
+
+def test_ratio_cells_are_min_over_min_and_median_over_median():
+    numerator = harness.Timed("jax", "a", "train", None, times=[0.30, 0.10, 0.20], cpu_times=[0.5, 0.4, 0.6])
+    denominator = harness.Timed("torch", "b", "train", None, times=[0.04, 0.08, 0.05], cpu_times=[0.2, 0.1, 0.3])
+    assert tables.ratio(numerator, denominator) == "2.50 (4.00)"
+    assert tables.cpu_ratio(numerator, denominator) == "4.00"
+    assert tables.ms(numerator) == "100.0 (200.0)"
+    assert tables.ratio(numerator, None) == "–" and tables.ms(harness.Timed("torch", "c", "train", None)) == "failed"
+
+
+def test_rounds_alternate_the_frameworks_and_reverse_every_other_round():
+    calls = []
+    variants = [harness.Timed(framework, label, "train", lambda label=label: calls.append(label))
+                for framework, label in (("jax", "j1"), ("jax", "j2"), ("torch", "t1"), ("torch", "t2"))]
+    harness.time_rounds(variants, rounds=2, warmup=1)
+    assert calls == ["j1", "t1", "j2", "t2"] * 2 + ["t2", "j2", "t1", "j1"]
+    assert all(len(v.times) == len(v.cpu_times) == len(v.page_faults) == 2 for v in variants)
+
+
 def test_model_flops_are_the_models_closed_form_count():
     batch = 2
-    model, x, _, variables = compare.synthetic_inputs("resnet20", batch, 32)
-    _, _, flops = compare._compiled(lambda v, x: model.apply(v, x, train=False), variables, x)
+    model, images, _, variables = steps.synthetic_batch("resnet20", batch, 32)
+    _, _, flops = steps.compiled(lambda v, x: model.apply(v, x, train=False), variables, images)
     expected = 2 * batch * cifar_resnet_multiply_adds(20)
     # BatchNorm, ReLU, the residual additions and the pooling add a few element-wise operations per product term.
     assert expected <= flops <= 1.03 * expected, (flops, expected)
 
 
-def test_compare_runs_every_variant_and_appends_nothing_when_quick(capsys):
-    before = compare.RESULTS.read_bytes()
-    compare.main(["--models", "resnet20", "--batch", "8", "--quick"])  # 8 devices here: one image each
+def test_results_are_replaced_in_one_rename_and_records_never_overwritten(tmp_path, monkeypatch):
+    results = tmp_path / "RESULTS.md"
+    results.write_text("# kept\n")
+    monkeypatch.setattr(os, "replace", lambda *args: (_ for _ in ()).throw(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        records.append_atomically(results, "lost\n")
+    assert results.read_text() == "# kept\n" and sorted(p.name for p in tmp_path.iterdir()) == ["RESULTS.md"]
+    monkeypatch.undo()
+    first, second = (records.save_record(tmp_path / "runs", "2026-01-01_0000_x", text) for text in ("one", "two"))
+    assert (first.name, first.read_text()) == ("2026-01-01_0000_x.md", "one")
+    assert (second.name, second.read_text()) == ("2026-01-01_0000_x-2.md", "two")
+    assert {p.name for p in (tmp_path / "runs").iterdir()} == {first.name, second.name}  # no temporary left
+
+
+@pytest.fixture(scope="module")
+def compare_run(tmp_path_factory):
+    """One small ``benchmarks.compare`` run into a scratch RESULTS.md: (its printed report, the results file)."""
+    results = tmp_path_factory.mktemp("compare") / "RESULTS.md"
+    results.write_text("# earlier summary\n")
+    compare.main(["--models", "resnet20", "--batch", "8", "--rounds", "3", "--no-torch-compile",
+                  "--results", str(results)])
+    return results
+
+
+def test_compare_records_the_run_and_appends_its_table(compare_run):
+    summary = compare_run.read_text()
+    assert summary.startswith("# earlier summary\n") and summary.count(records.RUNS_HEADING) == 1
+    link = re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", summary)[1]
+    record = (compare_run.parent / link).read_text()
+    assert "- command: `python -m benchmarks.compare --models resnet20 --batch 8" in record
+    assert re.search(r"^- load average \(1, 5, 15 min\): before [\d., ]+; after [\d., ]+$", record, re.M)
+    assert re.search(r"^- host malloc: \S+", record, re.M)
+    assert "- YNNPACK fusions in the compiled fusionjax step: resnet20 " in record
+    headings, rows = table_rows(summary.split(records.RUNS_HEADING)[1], "| model | mode |")
+    assert headings == compare.SUMMARY_HEADINGS and [row[:3] for row in rows] == [
+        ["resnet20", "forward", "8"], ["resnet20", "train", "8"]]
+
+
+def test_compare_ratios_are_those_of_the_recorded_times(compare_run):
+    summary = compare_run.read_text()
+    record = (compare_run.parent / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", summary)[1]).read_text()
+    calls = recorded_calls(record)
+    _, rows = table_rows(record, "| model | mode |")
+    column = {heading: i for i, heading in enumerate(compare.SUMMARY_HEADINGS)}
+    for row in rows:
+        mode = row[1]
+        ours = calls["fusionjax", mode]
+        assert len(ours) == 3 and len(calls["torch channels_last", mode]) == 3
+        assert_ratio_cell(row[column["÷ channels_last, min (median)"]], ours, calls["torch channels_last", mode])
+        assert_ratio_cell(row[column["÷ NCHW"]], ours, calls["torch NCHW", mode])
+        # the test process runs 8 CPU devices (conftest): batch 8 splits over them
+        assert_ratio_cell(row[column["batch over devices ÷ channels_last"]], calls[compare.SHARDED, mode],
+                          calls["torch channels_last", mode])
+        deployed = row[column["deployed ÷ channels_last"]]
+        if mode == "forward":
+            assert_ratio_cell(deployed, calls["fusionjax deployed", mode], calls["torch channels_last", mode])
+        else:
+            assert deployed == "–"
+        assert row[column["÷ torch.compile"]] == "–"  # --no-torch-compile
+
+
+def test_user_step_times_a_plain_jit_step_against_torch(capsys):
+    before = records.RESULTS.read_bytes()
+    user_step.main(["--quick"])
     printed = capsys.readouterr().out
-    assert compare.RESULTS.read_bytes() == before
-
-    def cells(prefix: str, after: str = "") -> list[str]:
-        row = next(line for line in printed[printed.index(after):].splitlines() if line.startswith(prefix))
-        return [cell.strip() for cell in row.strip("|").split("|")]
-
-    forward, train = cells("| resnet20 | forward | 8 |"), cells("| resnet20 | train | 8 |")
-    time_cell = re.compile(r"^\d+\.\d / \d+\.\d$")
-    # fusionjax, folded, folded + micro-batched, batch over devices, torch NCHW, channels_last, micro-batched;
-    # no torch.compile (--quick)
-    assert all(time_cell.match(cell) for cell in forward[3:10]) and forward[10] == "–", forward
-    trained = [bool(time_cell.match(cell)) for cell in train[3:11]]
-    assert trained == [True, False, False, True, True, True, False, False], train
-    for variant in ("fusionjax", "torch channels_last"):
-        for mode in ("forward", "train"):
-            row = cells(f"| resnet20 | {variant} | {mode} |", after="| images/s")
-            images_per_s, gflops_per_s, page_faults = row[3:6]
-            assert float(images_per_s) > 0 and float(gflops_per_s) > 0 and int(page_faults) >= 0
+    assert records.RESULTS.read_bytes() == before  # --quick records nothing
+    headings, rows = table_rows(printed, "| model | batch | call |")
+    assert headings == user_step.SUMMARY_HEADINGS
+    assert [row[:3] for row in rows] == [["resnet20", str(user_step.QUICK_BATCH), "training step"],
+                                         ["resnet20", str(user_step.QUICK_BATCH), "forward"]]
+    calls = recorded_calls(printed)
+    for row, mode in zip(rows, ("train", "forward")):
+        assert_ratio_cell(row[5], calls["fusionjax", mode], calls["torch channels_last", mode])
+    cores = sorted(os.sched_getaffinity(0))
+    assert f"- threads: pinned to cores {','.join(map(str, cores))}; torch {len(cores)} threads" in printed
+    assert re.search(r"^- YNNPACK fusions in the compiled fusionjax step: resnet20 \d+$", printed, re.M)
+    assert "recorded in" not in printed
 
 
-def test_compare_rejects_bad_arguments(capsys):
+@pytest.mark.parametrize("command", [compare, user_step])
+def test_benchmark_commands_reject_bad_arguments(command, capsys):
     for argv, message in ((["--models", "resnet21"], "unknown model(s) ['resnet21']"),
-                          (["--batch", "0"], "--batch must be at least 1")):
+                          (["--batch", "0"], "--batch must be at least 1"),
+                          (["--rounds", "0"], "--rounds must be at least 1")):
         with pytest.raises(SystemExit, match="2"):
-            compare.main(argv)
+            command.main(argv)
         assert message in capsys.readouterr().err
 
 
-def test_memory_efficient_densenet121_keeps_at_most_half_and_less_than_resnet50(capsys):
-    memory.main(["--no-compile", "--size", "32", "--no-append"])
-    printed = capsys.readouterr().out
-    lean_over_plain = float(re.search(r"memory_efficient ÷ plain \(traced\): (\d\.\d\d)", printed)[1])
-    lean_over_resnet = float(re.search(r"÷ resnet50 \(traced, goal ≤ 1\): memory_efficient (\d\.\d\d)", printed)[1])
-    assert lean_over_plain <= 0.5 and lean_over_resnet <= 1.0, printed
+# What a GPU machine of the project lacks (issue 14): the check must run without importing any of them.
+NOT_ON_GPU_MACHINES = ("ml_collections", "tensorflow_datasets", "tensorflow", "grain", "sklearn", "safetensors",
+                       "timm", "keras", "onnx", "onnxruntime", "matplotlib", "fusionjax.train")
+BLOCKED_RUN = """
+import runpy, sys
+for name in sys.argv[1].split(","):
+    sys.modules[name] = None  # as if not installed: import raises ImportError, importlib.util.find_spec gives None
+sys.argv = ["benchmarks.gpu", *sys.argv[2:]]
+runpy.run_module("benchmarks.gpu", run_name="__main__", alter_sys=True)
+"""
+
+
+def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports(tmp_path):
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, "-c", BLOCKED_RUN, ",".join(NOT_ON_GPU_MACHINES), "--smoke", "--results",
+                           str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    summary = results.read_text()
+    record = (tmp_path / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", summary)[1]).read_text()
+    headings, rows = table_rows(record, "| check |")
+    assert headings == ["check", "fusionjax", "torch eager", "torch.compile", "speed-up over eager, min (median)",
+                        "over compiled", "goal"]
+    checks = [row[0] for row in rows]
+    assert checks == [
+        "ResNet-50 training, bf16, batch 2, images/s",
+        "ResNet-50 training with the XLA:CPU kernels forced on, images/s",
+        "ResNet-50 evaluation, bf16, batch 2, images/s",
+        "densenet121 training step, bf16, batch 2",
+        "densenet121 memory_efficient training step, bf16, batch 2",
+        "resnet50 training step, bf16, batch 2",
+        "converter parity, resnet50, float32, TF32 off, batch 2: largest logit difference ÷ largest logit",
+        "converter parity, densenet121, float32, TF32 off, batch 2: largest logit difference ÷ largest logit",
+    ]
+    calls = recorded_calls(record)
+    train, forced, evaluation = rows[:3]
+    assert_ratio_cell(train[4], calls["torch AMP channels_last", "train"], calls["fusionjax", "train"])
+    assert_ratio_cell(re.search(r"time ÷ plain: (.+)\)$", forced[1])[1], calls["fusionjax, XLA:CPU kernels", "train"],
+                      calls["fusionjax", "train"])
+    assert_ratio_cell(train[5], calls["torch.compile AMP channels_last", "train"], calls["fusionjax", "train"])
+    assert_ratio_cell(evaluation[4], calls["torch AMP channels_last", "forward"], calls["fusionjax", "forward"])
+    assert evaluation[3] == "–"  # torch.compile times the training step only
+    for row in rows[3:6]:
+        assert re.fullmatch(r"\d+\.\d \(\d+\.\d\) ms, peak [\d,]+ MiB.*", row[1]), row
+    # The parity rows are a real cross-check: torchvision's own outputs against the converted model's, float32.
+    for row in rows[6:]:
+        assert float(row[1]) <= 1e-5 and row[6] == "≤ 1e-05: met", row
+
+
+def test_memory_efficient_densenet121_keeps_at_most_half_and_less_than_resnet50():
+    per_image = memory.traced_residuals(32)  # bytes per image with the plain ops (a GPU's program), exact integers
+    plain, lean, resnet = (per_image[label] for label in memory.CASES)
+    assert 0 < lean and 2 * lean <= plain and lean <= resnet, per_image  # exact: no tolerance on a byte count
 
 
 def test_memory_time_rounds_needs_the_compiled_steps(capsys):
