@@ -7,14 +7,17 @@ branch starts as zero, so the block starts as the identity or adds nothing). Sub
 (``conv1``, ``bn1``, ``downsample_conv``, ``norm1``…) so the converter's key table stays one line per layer kind.
 """
 
+import math
 from typing import Callable, ClassVar, Literal, Sequence
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
+from jax import lax
 
 from fusionjax.fusion import add, concat
-from fusionjax.layers import BatchNorm, Conv2d, DropPath, ModuleDef, avg_pool, global_avg_pool, reused
+from fusionjax.layers import (BatchNorm, Conv2d, DropPath, ModuleDef, avg_pool, avg_pool_ceil, global_avg_pool,
+                              reused)
 
 
 def _zeros_if(flag: bool, init_name: str) -> dict:
@@ -39,19 +42,45 @@ class SqueezeExcite(nn.Module):
         return x * gates.astype(x.dtype)
 
 
+class EfficientChannelAttention(nn.Module):
+    """ECA (Wang et al. 2020): channel gates from globally pooled features through one 1-D convolution across the
+    channels, no reduction, its size k = the odd number nearest (log2 C + beta) / gamma, at least 3 (timm's
+    ``EcaModule``). The gates are N·C values, computed in float32 whatever the model's dtype.
+    """
+
+    gamma: int = 2
+    beta: int = 1
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        t = int(abs(math.log(x.shape[-1], 2) + self.beta) / self.gamma)  # timm's formula, to the float
+        k = max(t if t % 2 else t + 1, 3)
+        # PyTorch's Conv1d default, U(±1/sqrt(fan_in))
+        init = nn.initializers.variance_scaling(1 / 3, "fan_in", "uniform", in_axis=(0, 1), out_axis=2)
+        kernel = self.param("kernel", init, (k, 1, 1), jnp.float32)
+        pooled = global_avg_pool(x).astype(jnp.float32)[..., None]  # (N, C, 1): the channels are the 1-D axis
+        gates = lax.conv_general_dilated(pooled, kernel, (1,), [(k // 2, k // 2)],
+                                         dimension_numbers=("NWC", "WIO", "NWC"))
+        return x * jax.nn.sigmoid(gates[..., 0])[:, None, None, :].astype(x.dtype)
+
+
 class ResidualBlock(nn.Module):
     """Options and helpers shared by the residual blocks; use a subclass.
 
     ``shortcut`` says how the identity path changes shape when the branch does: ``'projection'`` (a strided
-    1×1 conv, followed by a norm in post-activation blocks; torchvision's ``downsample``) or ``'zero_pad'``
-    (He et al. 2016's option A for CIFAR: subsample, pad the new channels with zeros, no parameters).
-    ``se_reduction`` adds a squeeze-excite gate on the branch (SE-ResNet).
+    1×1 conv, followed by a norm in post-activation blocks; torchvision's ``downsample``), ``'zero_pad'``
+    (He et al. 2016's option A for CIFAR: subsample, pad the new channels with zeros, no parameters),
+    ``'avg_down'`` (ResNet-D, He et al. 2019: a 2×2 average pool, ceil mode, then a 1×1 conv and a norm; timm's
+    ``avg_down``; post-activation blocks) or ``'subsample'`` (strided subsampling where only the size changes,
+    a 1×1 projection where the channels do; Keras's ResNet v2).
+    ``se_reduction`` adds a squeeze-excite gate on the branch (SE-ResNet), ``eca`` an ECA gate (ECA-Net).
     """
 
     features: int
     strides: int = 1
-    shortcut: Literal["projection", "zero_pad"] = "projection"
+    shortcut: Literal["projection", "zero_pad", "avg_down", "subsample"] = "projection"
     se_reduction: int | None = None
+    eca: bool = False
     drop_path: float = 0.0
     zero_init_last: bool = False
     conv: ModuleDef = Conv2d
@@ -76,17 +105,32 @@ class ResidualBlock(nn.Module):
             x = x[:, :: self.strides, :: self.strides, :]
             pad = out - x.shape[-1]
             return jnp.pad(x, ((0, 0), (0, 0), (0, 0), (pad // 2, pad - pad // 2)))
-        if self.shortcut != "projection":
-            raise ValueError(f"shortcut must be 'projection' or 'zero_pad', got {self.shortcut!r}.")
+        if self.shortcut == "subsample" and x.shape[-1] == out:
+            return x[:, :: self.strides, :: self.strides, :]
+        if self.shortcut == "avg_down":
+            if not with_norm:
+                raise ValueError("shortcut='avg_down' is for post-activation blocks; use 'projection'.")
+            pooled = avg_pool_ceil(source, self.strides, self.strides) if self.strides > 1 else source
+            return self.norm(name="avg_down_bn")(self.conv(out, 1, name="avg_down_conv")(pooled), train)
+        if self.shortcut not in ("projection", "subsample"):
+            raise ValueError(
+                f"shortcut must be 'projection', 'zero_pad', 'avg_down' or 'subsample', got {self.shortcut!r}.")
         if not with_norm:
             return self.conv(out, 1, strides=self.strides, name="shortcut_conv")(source)
         y = self.conv(out, 1, strides=self.strides, name="downsample_conv")(source)
         return self.norm(name="downsample_bn")(y, train)
 
-    def _merge(self, branch: jax.Array, shortcut: jax.Array, train: bool) -> jax.Array:
-        """The block's output: shortcut + branch, then ``act`` unless the block is pre-activated."""
+    def _gate(self, branch: jax.Array) -> jax.Array:
+        """The branch through its channel gate, if any. Blocks call it before their shortcut's layers, so that
+        parameters come in timm's order (``se`` before ``downsample``)."""
         if self.se_reduction:
             branch = SqueezeExcite(self.se_reduction, conv=self.conv, act=self.act, name="se")(branch)
+        if self.eca:
+            branch = EfficientChannelAttention(name="eca")(branch)
+        return branch
+
+    def _merge(self, branch: jax.Array, shortcut: jax.Array, train: bool) -> jax.Array:
+        """The block's output: shortcut + the gated branch, then ``act`` unless the block is pre-activated."""
         out = add(shortcut, DropPath(self.drop_path)(branch, train))
         return reused(out if self.preactivated else self.act(out), train=train)  # the residual stream
 
@@ -100,34 +144,38 @@ class BasicBlock(ResidualBlock):
         y = self.act(self.norm(name="bn1")(y, train))
         y = self.conv(self.features, 3, name="conv2")(y)
         y = self.norm(name="bn2", **_zeros_if(self.zero_init_last, "scale_init"))(y, train)
-        return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
+        return self._merge(self._gate(y), self._shortcut(x, x, train, with_norm=True), train)
 
 
 class Bottleneck(ResidualBlock):
     """1×1 reduce → 3×3 (stride here, torchvision's "v1.5") → 1×1 expand ×4.
 
     ``groups`` and ``base_width`` give ResNeXt (e.g. 32 groups of width 4) and Wide ResNet (base_width 128).
+    ``stride_in_1x1`` moves the stride to the first 1×1, as in He et al.'s original ResNet v1 and Keras's.
     """
 
     groups: int = 1
     base_width: int = 64
+    stride_in_1x1: bool = False
     expansion: ClassVar[int] = 4
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         width = int(self.features * (self.base_width / 64.0)) * self.groups
-        y = self.act(self.norm(name="bn1")(self.conv(width, 1, name="conv1")(x), train))
-        y = self.conv(width, 3, strides=self.strides, groups=self.groups, name="conv2")(y)
+        first, second = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
+        y = self.act(self.norm(name="bn1")(self.conv(width, 1, strides=first, name="conv1")(x), train))
+        y = self.conv(width, 3, strides=second, groups=self.groups, name="conv2")(y)
         y = self.act(self.norm(name="bn2")(y, train))
         y = self.conv(self.out_features, 1, name="conv3")(y)
         y = self.norm(name="bn3", **_zeros_if(self.zero_init_last, "scale_init"))(y, train)
-        return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
+        return self._merge(self._gate(y), self._shortcut(x, x, train, with_norm=True), train)
 
 
 class PreActBasicBlock(ResidualBlock):
     """Pre-activation basic block (He et al. 2016b; Wide ResNet with ``dropout_rate``): BN→ReLU→conv twice.
 
-    A projection shortcut reads the pre-activated input, as in the paper and Zagoruyko & Komodakis' code.
+    A projection shortcut reads the pre-activated input, as in the paper and Zagoruyko & Komodakis' code. A conv
+    followed by a norm never takes a bias, whatever ``conv`` binds (Keras's ResNet v2 biases only the others).
     """
 
     dropout_rate: float = 0.0
@@ -137,15 +185,19 @@ class PreActBasicBlock(ResidualBlock):
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         pre = self.act(self.norm(name="bn1")(x, train))
         shortcut = self._shortcut(x, pre, train, with_norm=False)
-        y = self.conv(self.features, 3, strides=self.strides, name="conv1")(pre)
+        y = self.conv(self.features, 3, strides=self.strides, use_bias=False, name="conv1")(pre)
         y = self.act(self.norm(name="bn2")(y, train))
         y = nn.Dropout(self.dropout_rate, deterministic=not train)(y)
         y = self.conv(self.features, 3, name="conv2", **_zeros_if(self.zero_init_last, "kernel_init"))(y)
-        return self._merge(y, shortcut, train)
+        return self._merge(self._gate(y), shortcut, train)
 
 
 class PreActBottleneck(ResidualBlock):
-    """Pre-activation bottleneck (He et al. 2016b, ResNet-164 and ResNet v2): (BN→ReLU→conv) ×3, 1×1-3×3-1×1."""
+    """Pre-activation bottleneck (He et al. 2016b, ResNet-164 and ResNet v2): (BN→ReLU→conv) ×3, 1×1-3×3-1×1.
+
+    A conv followed by a norm never takes a bias, whatever ``conv`` binds (Keras's ResNet v2 biases only the
+    others).
+    """
 
     groups: int = 1
     base_width: int = 64
@@ -157,12 +209,12 @@ class PreActBottleneck(ResidualBlock):
         width = int(self.features * (self.base_width / 64.0)) * self.groups
         pre = self.act(self.norm(name="bn1")(x, train))
         shortcut = self._shortcut(x, pre, train, with_norm=False)
-        y = self.conv(width, 1, name="conv1")(pre)
+        y = self.conv(width, 1, use_bias=False, name="conv1")(pre)
         y = self.act(self.norm(name="bn2")(y, train))
-        y = self.conv(width, 3, strides=self.strides, groups=self.groups, name="conv2")(y)
+        y = self.conv(width, 3, strides=self.strides, groups=self.groups, use_bias=False, name="conv2")(y)
         y = self.act(self.norm(name="bn3")(y, train))
         y = self.conv(self.out_features, 1, name="conv3", **_zeros_if(self.zero_init_last, "kernel_init"))(y)
-        return self._merge(y, shortcut, train)
+        return self._merge(self._gate(y), shortcut, train)
 
 
 class PlainBlock(ResidualBlock):
@@ -174,8 +226,8 @@ class PlainBlock(ResidualBlock):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        if self.drop_path or self.zero_init_last or self.se_reduction:
-            raise ValueError("PlainBlock has no shortcut: drop_path, zero_init_last and se_reduction need one.")
+        if self.drop_path or self.zero_init_last or self.se_reduction or self.eca:
+            raise ValueError("PlainBlock has no shortcut: drop_path, zero_init_last, se_reduction and eca need one.")
         y = self.act(self.norm(name="bn1")(self.conv(self.features, 3, strides=self.strides, name="conv1")(x), train))
         return self.act(self.norm(name="bn2")(self.conv(self.features, 3, name="conv2")(y), train))
 
@@ -288,4 +340,4 @@ class HybridBlock(ResidualBlock):
         new_maps = dense(x, train)[..., x.shape[-1]:]
         y = self.conv(self.features, 1, strides=self.strides, name="fuse_conv")(new_maps)
         y = self.norm(name="fuse_bn", **_zeros_if(self.zero_init_last, "scale_init"))(y, train)
-        return self._merge(y, self._shortcut(x, x, train, with_norm=True), train)
+        return self._merge(self._gate(y), self._shortcut(x, x, train, with_norm=True), train)

@@ -174,6 +174,13 @@ def avg_pool(x: jax.Array, window: int = 2, strides: int = 2) -> jax.Array:
     return nn.avg_pool(x, window_shape=(window, window), strides=(strides, strides))
 
 
+def avg_pool_ceil(x: jax.Array, window: int = 2, strides: int = 2) -> jax.Array:
+    """PyTorch's AvgPool2d(ceil_mode=True, count_include_pad=False): a window that hangs over the bottom or right
+    edge averages only the cells it covers (timm's average-pool shortcut, ResNet-D)."""
+    pads = [(0, -(-max(size - window, 0) // strides) * strides + window - size) for size in x.shape[1:3]]
+    return nn.avg_pool(x, (window, window), (strides, strides), padding=pads, count_include_pad=False)
+
+
 def global_avg_pool(x: jax.Array) -> jax.Array:
     """Mean over height and width, accumulated in float32."""
     return jnp.mean(x, axis=(1, 2), dtype=jnp.float32).astype(x.dtype)

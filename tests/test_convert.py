@@ -1,7 +1,8 @@
 """fusionjax.convert against torchvision itself: every torchvision architecture of the zoo, exact to float32.
 
-The reference is always torchvision (its models, its key names, its state_dicts) or NumPy/hashlib; never the
-converter's own output. Errors are measured as max|Δ| and rel = max|Δ| / max|torchvision| over a whole output.
+The reference is always torchvision (its models run forward, hooked per stage by this file; its key names; its
+state_dicts) or NumPy/hashlib; never the converter's own output. Errors are measured as max|Δ| and
+rel = max|Δ| / max|torchvision| over a whole output.
 """
 
 import hashlib
@@ -22,34 +23,30 @@ import fusionjax
 from fusionjax import convert
 from fusionjax.convert import ConversionError, ConversionWarning, from_torchvision, to_torchvision
 from fusionjax.torch_compat import import_torchvision
+from test_convert_common import LOGITS_ATOL, RTOL, STAGES, assert_stages_agree, fusionjax_stages, images
 
 tv = import_torchvision()
 
-LOGITS_ATOL = 1e-4  # max|Δ| of the logits
-RTOL = 1e-5  # max|Δ| / max|torchvision|, every stage
 SQUARE, ODD = (224, 224), (193, 257)  # 193×257 catches asymmetric ("SAME") padding at every stride-2 layer
-
-# Every architecture once; the three family representatives at both sizes (CI budget: the big ones once each).
-PARITY_CASES = {
-    "resnet18": (SQUARE, ODD), "resnet50": (SQUARE, ODD), "densenet121": (SQUARE, ODD),
-    "resnet34": (SQUARE,), "resnet101": (SQUARE,), "resnext50_32x4d": (SQUARE,), "resnext101_64x4d": (SQUARE,),
-    "wide_resnet101_2": (SQUARE,), "densenet169": (SQUARE,),
-    "resnet152": (ODD,), "resnext101_32x8d": (ODD,), "wide_resnet50_2": (ODD,), "densenet161": (ODD,),
-    "densenet201": (ODD,),
-}
+TORCHVISION_ARCHS = [name for name in fusionjax.list_models() if fusionjax.get_model_spec(name).torchvision]
 
 
 def random_torchvision(arch: str, seed: int = 0) -> torch.nn.Module:
-    """torchvision's model, its random init, with random BN affine parameters and running statistics
-    (weight ~ U(0.5, 1.5), bias ~ N(0, 0.1), running_mean ~ N(0, 0.1), running_var ~ U(0.5, 1.5)).
+    torch.manual_seed(seed)
+    return randomized(tv.models.get_model(arch, weights=None), seed)
+
+
+def randomized(model: torch.nn.Module, seed: int = 0) -> torch.nn.Module:
+    """``model`` (torchvision's or timm's, its random init) in eval mode with random BN affine parameters and
+    running statistics (weight ~ U(0.5, 1.5), bias ~ N(0, 0.1), running_mean ~ N(0, 0.1), running_var ~
+    U(0.5, 1.5)).
 
     Statistics drawn independently of the weights do not normalize what the layers compute, so every residual
     block multiplies its input and the logits of deep nets reach 10²–10⁴; an absolute tolerance on them would
     then test the scale, not the computation. The classifier is therefore rescaled (weight and bias by one
     factor, measured on a 128×128 image) so that the logits are O(10), as a trained net's are.
     """
-    torch.manual_seed(seed)
-    model = tv.models.get_model(arch, weights=None).eval()
+    model.eval()
     generator = torch.Generator().manual_seed(seed)
     with torch.no_grad():
         for module in model.modules():
@@ -65,18 +62,29 @@ def random_torchvision(arch: str, seed: int = 0) -> torch.nn.Module:
     return model
 
 
-def images(size: tuple[int, int], batch: int = 1, seed: int = 0) -> np.ndarray:
-    return np.random.default_rng(seed).standard_normal((batch, *size, 3), dtype=np.float32)
+def torch_stages(torch_model: torch.nn.Module, x: np.ndarray) -> dict[str, np.ndarray]:
+    """The torch model's own outputs at each stage (forward hooks on its modules), NHWC, float64."""
+    modules = dict(torch_model.named_modules())
+    taps = {"stem": ("maxpool", "features.pool0"), **{f"stage{i}": (f"layer{i}", f"features.denseblock{i}")
+                                                      for i in range(1, 5)}}
+    captured = {}
+    handles = [modules[name].register_forward_hook(lambda m, a, out, stage=stage: captured.__setitem__(stage, out))
+               for stage, names in taps.items() for name in names if name in modules]
+    head = modules["fc"] if "fc" in modules else modules["classifier"]
+    handles.append(head.register_forward_pre_hook(lambda m, args: captured.__setitem__("pooled", args[0])))
+    try:
+        with torch.no_grad():
+            captured["logits"] = torch_model.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2)))
+    finally:
+        for handle in handles:
+            handle.remove()
+    return {stage: (lambda a: a.transpose(0, 2, 3, 1) if a.ndim == 4 else a)(captured[stage].double().numpy())
+            for stage in STAGES}
 
 
-def test_every_torchvision_architecture_is_covered():
-    expected = {name for name in fusionjax.list_models() if fusionjax.get_model_spec(name).torchvision}
-    assert set(PARITY_CASES) == expected
-    assert {SQUARE, ODD} <= {size for sizes in PARITY_CASES.values() for size in sizes}
-
-
-@pytest.mark.parametrize("arch", list(PARITY_CASES))
-def test_torchvision_parity_and_round_trip(arch):
+@pytest.mark.parametrize("arch", TORCHVISION_ARCHS)
+def test_torchvision_parity_at_both_sizes_and_round_trip(arch):
+    """The README's claim: every torchvision architecture, at 224² and 193×257, against torchvision's forward."""
     torch_model = random_torchvision(arch)
     state_dict = torch_model.state_dict()
     variables = from_torchvision(arch, state_dict)
@@ -87,11 +95,10 @@ def test_torchvision_parity_and_round_trip(arch):
         assert back[key].dtype == value.dtype and torch.equal(back[key], value), key
     torch_model.load_state_dict(back, strict=True)
 
-    for size in PARITY_CASES[arch]:
-        result = convert.compare(arch, torch_model, variables, images(size), atol=LOGITS_ATOL, rtol=RTOL)
-        assert result.ok, str(result)
-        assert result.logits.max_abs <= LOGITS_ATOL and result.logits.rel <= RTOL and result.top1_agree, str(result)
-        assert [s.name for s in result.stages] == ["stem", "stage1", "stage2", "stage3", "stage4", "pooled", "logits"]
+    model = fusionjax.create_model(arch)
+    for size in (SQUARE, ODD):
+        x = images(size)
+        assert_stages_agree(fusionjax_stages(model, variables, x), torch_stages(torch_model, x), f"{arch} {size}")
 
 
 def test_compare_reports_the_stage_that_diverges():
@@ -105,6 +112,9 @@ def test_compare_reports_the_stage_that_diverges():
     with jax.default_matmul_precision("highest"):
         ours = np.asarray(jax.jit(model.apply)(variables, x))
     assert np.max(np.abs(ours - reference)) / np.max(np.abs(reference)) <= RTOL
+    agreeing = convert.compare(arch, torch_model, variables, x)
+    assert agreeing.ok and agreeing.source == "torchvision" and [s.name for s in agreeing.stages] == STAGES
+    assert agreeing.logits.max_abs == pytest.approx(np.max(np.abs(ours - reference)), abs=1e-6)
 
     variables["batch_stats"]["layer3_0"]["bn2"]["var"] = variables["batch_stats"]["layer3_0"]["bn2"]["var"] * 4
     result = convert.compare(arch, torch_model, variables, x.transpose(0, 3, 1, 2))  # NCHW is accepted too
@@ -194,14 +204,30 @@ def test_another_architecture_names_the_keys_and_shapes():
     assert f"{unexpected[0]} {tuple(resnet50[unexpected[0]].shape)}" in message
 
 
-def test_wrong_shape_and_another_head():
-    state_dict = {k: v.numpy() for k, v in tv.models.get_model("resnet18", num_classes=10).state_dict().items()}
-    with pytest.raises(ConversionError) as error:
-        from_torchvision("resnet18", state_dict)
-    assert "fc.weight: checkpoint (10, 512), resnet18 expects (1000, 512)" in str(error.value)
-    assert "num_classes=N" in str(error.value)
-    variables = from_torchvision("resnet18", state_dict, model=fusionjax.create_model("resnet18", num_classes=10))
+def test_another_head_is_taken_from_the_checkpoint_and_the_variables():
+    torch_model = tv.models.get_model("resnet18", num_classes=10)
+    state_dict = {k: v.numpy() for k, v in torch_model.state_dict().items()}
+    variables = from_torchvision("resnet18", state_dict)  # no model: the classifier is the checkpoint's
     np.testing.assert_array_equal(variables["params"]["fc"]["kernel"], state_dict["fc.weight"].T)
+    back = to_torchvision("resnet18", variables)  # no model: the classifier is the variables'
+    torch_model.load_state_dict(back, strict=True)
+    assert all(np.array_equal(back[k].numpy(), v) for k, v in state_dict.items())
+    x = images((64, 64))
+    with torch.no_grad():
+        reference = torch_model.eval()(torch.from_numpy(x.transpose(0, 3, 1, 2))).numpy()
+    assert np.max(np.abs(fusionjax_stages(fusionjax.create_model("resnet18", num_classes=10), variables, x)["logits"]
+                         - reference)) <= LOGITS_ATOL
+    assert convert.compare("resnet18", torch_model, variables, x).ok  # the model is built for the variables' head
+
+    with pytest.raises(ConversionError) as error:  # a model that says otherwise is refused, with the fix
+        from_torchvision("resnet18", state_dict, model=fusionjax.create_model("resnet18"))
+    message = str(error.value)
+    assert "fc.weight: checkpoint (10, 512), resnet18 expects (1000, 512)" in message
+    assert "Only the classifier differs: 10 classes in the checkpoint, 1000 in the model." in message
+    assert "num_classes=10" in message
+    with pytest.raises(ConversionError, match=r"(?s)the variables do not fit fusionjax 'resnet18'.*params/fc/bias: "
+                                              r"variables \(10,\), resnet18 expects \(1000,\)"):
+        to_torchvision("resnet18", variables, model=fusionjax.create_model("resnet18"))
     with pytest.raises(ConversionError, match="has no torchvision counterpart.*resnet18"):
         from_torchvision("resnet20", state_dict)
 
@@ -280,6 +306,7 @@ def test_cli_writes_verifies_and_loads_back(tmp_path, resnet18_file, capsys):
     assert convert.main(["resnet18", str(resnet18_file), "--out", str(out), "--verify"]) == 0
     card = json.loads((out / "card.json").read_text())
     assert card["arch"] == "resnet18" and card["source"] == "resnet18.pth"
+    assert card["from"] == "torchvision" and card["from_model"] == "resnet18"
     assert card["sha256"] == hashlib.sha256(resnet18_file.read_bytes()).hexdigest()
     assert card["fusionjax_version"] == fusionjax.__version__
     logits = card["verification"]["stages"]["logits"]
@@ -294,10 +321,25 @@ def test_cli_writes_verifies_and_loads_back(tmp_path, resnet18_file, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["converted"]  # no staging directory left
 
 
+def test_cli_takes_the_files_classifier_and_names_the_option_that_fixes_a_mismatch(tmp_path, capsys):
+    path = tmp_path / "ten.pth"
+    torch.save(tv.models.get_model("resnet18", num_classes=10).state_dict(), path)
+    assert convert.main(["resnet18", str(path), "--out", str(tmp_path / "ten")]) == 0
+    assert json.loads((tmp_path / "ten" / "card.json").read_text())["num_classes"] == 10
+    assert convert.load_pretrained(tmp_path / "ten")[0].num_classes == 10
+
+    assert convert.main(["resnet18", str(path), "--out", str(tmp_path / "out"), "--num-classes", "1000"]) == 1
+    error = capsys.readouterr().err
+    assert "Only the classifier differs: 10 classes in the checkpoint, 1000 in the model." in error
+    assert "pass --num-classes 10" in error and "strict=False" not in error and "model=" not in error
+    assert not (tmp_path / "out").exists()
+
+
 def test_cli_failures_leave_nothing_and_overwrite_nothing(tmp_path, resnet18_file, capsys, monkeypatch):
     out = tmp_path / "out"
     assert convert.main(["resnet50", str(resnet18_file), "--out", str(out)]) == 1
-    assert "resnet50" in capsys.readouterr().err
+    error = capsys.readouterr().err
+    assert "does not fit fusionjax 'resnet50' (torchvision resnet50)" in error and "strict=False" not in error
     assert list(tmp_path.iterdir()) == []
 
     out.mkdir()

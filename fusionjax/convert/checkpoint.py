@@ -13,7 +13,7 @@ from typing import Mapping
 
 import flax.linen as nn
 
-from fusionjax.convert import keys
+from fusionjax.convert import mapping
 
 CARD = "card.json"
 VARIABLES = "variables"
@@ -63,7 +63,7 @@ def read_card(directory: str | os.PathLike) -> dict:
     if not path.is_file():
         raise FileNotFoundError(
             f"{directory} is not a converted checkpoint: it has no {CARD}. Write one with "
-            "`fusionjax-convert ARCH CHECKPOINT --out DIR`."
+            "`fusionjax-convert [--from SOURCE] ARCH FILE --out DIR`."
         )
     return json.loads(path.read_text())
 
@@ -83,5 +83,5 @@ def load_pretrained(directory: str | os.PathLike, *, model: nn.Module | None = N
         model = create_model(card["arch"], num_classes=card["num_classes"])
     with ocp.StandardCheckpointer() as checkpointer:
         variables = checkpointer.restore(Path(directory).absolute() / VARIABLES)
-    keys.check_variables(card["arch"], variables, model)
+    mapping.check_variables(card["arch"], variables, model)
     return model, {collection: variables[collection] for collection in ("params", "batch_stats")}

@@ -1,31 +1,26 @@
-"""Side by side: torchvision and fusionjax on the same images, error per stage, first stage that diverges."""
+"""Side by side: the source library (torchvision, timm, Keras) and fusionjax on the same images, error per stage,
+first stage that diverges."""
 
 import dataclasses
 import functools
-import re
 from typing import Any, Mapping
 
 import flax.linen as nn
 import jax
 import numpy as np
 
-from fusionjax.convert import keys
-from fusionjax.convert.sources import load_state_dict
+from fusionjax.convert import frameworks
 
-STAGE_TAPS = {  # fusionjax feature name → torchvision module whose output it is (ResNet, DenseNet)
+STAGE_TAPS = {  # fusionjax feature name → torch module whose output it is (ResNet, DenseNet; torchvision and timm)
     "stem": ("maxpool", "features.pool0"),
     **{f"stage{i}": (f"layer{i}", f"features.denseblock{i}") for i in range(1, 5)},
 }
 HEADS = ("fc", "classifier")  # the pooled features are their input
-# torchvision.models.densenet._load_state_dict renames checkpoints' legacy keys with this pattern before loading.
-_LEGACY_DENSENET = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
-)
 
 
 @dataclasses.dataclass(frozen=True)
 class StageError:
-    """``rel`` is max|fusionjax − torchvision| / max|torchvision| over the whole stage output."""
+    """``rel`` is max|fusionjax − source| / max|source| over the whole stage output."""
 
     name: str
     shape: tuple[int, ...]
@@ -37,8 +32,8 @@ class StageError:
 
 @dataclasses.dataclass(frozen=True)
 class Comparison:
-    """Per-stage errors of fusionjax against torchvision. A stage is within tolerance when ``rel <= rtol``; the
-    logits must also have ``max_abs <= atol`` and the same top-1 class for every image."""
+    """Per-stage errors of fusionjax against the source library. A stage is within tolerance when
+    ``rel <= rtol``; the logits must also have ``max_abs <= atol`` and the same top-1 class for every image."""
 
     arch: str
     image_shape: tuple[int, ...]
@@ -46,6 +41,7 @@ class Comparison:
     top1_agree: bool
     atol: float
     rtol: float
+    source: str = "torchvision"
 
     @property
     def logits(self) -> StageError:
@@ -63,14 +59,16 @@ class Comparison:
 
     def as_dict(self) -> dict:
         return {
-            "arch": self.arch, "images": list(self.image_shape), "atol": self.atol, "rtol": self.rtol,
+            "arch": self.arch, "source": self.source, "images": list(self.image_shape), "atol": self.atol,
+            "rtol": self.rtol,
             "ok": self.ok, "first_divergence": self.first_divergence, "top1_agree": self.top1_agree,
             "stages": {s.name: {"max_abs": s.max_abs, "rel": s.rel, "ok": s.ok} for s in self.stages},
         }
 
     def __str__(self) -> str:
-        rows = [f"{self.arch}: fusionjax vs torchvision on images {self.image_shape} (NHWC), "
-                f"rel = max|Δ| / max|torchvision|, tolerance rel ≤ {self.rtol:g} (logits also max|Δ| ≤ {self.atol:g})",
+        rows = [f"{self.arch}: fusionjax vs {self.source} on images {self.image_shape} (NHWC), "
+                f"rel = max|Δ| / max|{self.source}|, tolerance rel ≤ {self.rtol:g} "
+                f"(logits also max|Δ| ≤ {self.atol:g})",
                 f"  {'stage':<8} {'shape':<22} {'max|Δ|':>10} {'max|ref|':>10} {'rel':>10}  ok"]
         rows += [f"  {s.name:<8} {str(s.shape):<22} {s.max_abs:>10.3e} {s.max_ref:>10.3e} {s.rel:>10.3e}  "
                  f"{'yes' if s.ok else 'NO'}" for s in self.stages]
@@ -86,55 +84,61 @@ def _features_fn(model: nn.Module):
 
 def compare(
     arch: str,
-    torch_model: Any,
+    reference: Any,
     variables: Mapping,
     images: Any,
     *,
+    source: str = "torchvision",
     model: nn.Module | None = None,
     atol: float = 1e-4,
     rtol: float = 1e-5,
 ) -> Comparison:
-    """Run torchvision and fusionjax on ``images`` and compare every stage (stem, stages, pooled, logits).
+    """Run the ``source`` library's model and fusionjax on ``images`` and compare every stage (stem, stages,
+    pooled, logits).
 
-    ``torch_model`` is a torchvision model or its state_dict (a mapping or a checkpoint path); ``images`` a
-    float batch, NHWC or NCHW (told apart by the channel axis). Both sides run in float32: torchvision in eval
-    mode with TF32 off (the model's training mode is restored afterwards), fusionjax jitted with
-    ``jax.default_matmul_precision('highest')``.
+    ``reference`` is that library's model: a torchvision or timm ``torch.nn.Module`` or its state_dict (a
+    mapping or a checkpoint path), or a Keras model or weights file. ``arch`` is either library's name for it
+    (``from_torchvision``, ``from_timm``, ``from_keras``). ``images`` is a float batch, NHWC or NCHW (told
+    apart by the channel axis). Both sides run in float32: torch in eval mode with TF32 off (the model's
+    training mode is restored afterwards), Keras with ``training=False``, fusionjax jitted, all under
+    ``jax.default_matmul_precision('highest')`` where JAX computes.
     """
-    import torch
-
-    model = keys.model_for(arch, model)
+    spec = frameworks.find_spec(source, arch)
+    model = model or frameworks.model_for_variables(spec, variables)
     images = _nhwc(images, model.in_channels)
-    if not isinstance(torch_model, torch.nn.Module):
-        torch_model = torchvision_model(arch, torch_model, model.num_classes)
-    reference = _torchvision_features(torch_model, images)
+    reference_outputs = _reference_features(source, spec.name, reference, images, model)
     with jax.default_matmul_precision("highest"):
         ours = jax.device_get(_features_fn(model)(variables, images))
     stages = []
-    for name, ref in reference.items():
+    for name, ref in reference_outputs.items():
         got = np.asarray(ours[name], np.float64)
         if got.shape != ref.shape:
-            raise ValueError(f"{arch}: stage {name!r} is {got.shape} in fusionjax but {ref.shape} in torchvision.")
+            raise ValueError(f"{arch}: stage {name!r} is {got.shape} in fusionjax but {ref.shape} in {source}.")
         max_abs, max_ref = float(np.max(np.abs(got - ref))), float(np.max(np.abs(ref)))
         rel = max_abs / max_ref if max_ref else max_abs
         ok = rel <= rtol and (name != "logits" or max_abs <= atol)
         stages.append(StageError(name, got.shape, max_abs, max_ref, rel, ok))
-    top1 = bool(np.array_equal(np.argmax(ours["logits"], -1), np.argmax(reference["logits"], -1)))
-    return Comparison(arch, tuple(images.shape), tuple(stages), top1, atol, rtol)
+    top1 = "logits" in reference_outputs and bool(
+        np.array_equal(np.argmax(ours["logits"], -1), np.argmax(reference_outputs["logits"], -1)))
+    return Comparison(spec.name, tuple(images.shape), tuple(stages), top1, atol, rtol, source)
 
 
-def torchvision_model(arch: str, state_dict: Any, num_classes: int = 1000):
-    """torchvision's ``arch`` holding ``state_dict`` (mapping or path), loaded strictly, in eval mode."""
+def _reference_features(source: str, arch: str, reference: Any, images: np.ndarray, model: nn.Module) -> dict:
+    if source == "keras":
+        from fusionjax.convert.keras import is_keras_model, keras_application, keras_features
+
+        if not is_keras_model(reference):
+            reference = keras_application(arch, reference, model.num_classes)
+        return keras_features(reference, images, model)
     import torch
 
-    from fusionjax.torch_compat import import_torchvision
-
-    tv = import_torchvision()
-    state = {_LEGACY_DENSENET.sub(r"\1\2", key): torch.from_numpy(np.array(value))
-             for key, value in load_state_dict(state_dict).items()}
-    torch_model = tv.models.get_model(keys.torchvision_spec(arch).torchvision, weights=None, num_classes=num_classes)
-    torch_model.load_state_dict(state, strict=True)
-    return torch_model.eval()
+    if not isinstance(reference, torch.nn.Module):
+        if source == "timm":
+            from fusionjax.convert.timm import timm_model as build
+        else:
+            from fusionjax.convert.torchvision import torchvision_model as build
+        reference = build(arch, reference, model.num_classes)
+    return _torch_features(reference, images)
 
 
 def _nhwc(images: Any, channels: int) -> np.ndarray:
@@ -150,7 +154,7 @@ def _nhwc(images: Any, channels: int) -> np.ndarray:
     raise ValueError(f"images {images.shape} have {channels} channels neither in the last (NHWC) nor the second axis.")
 
 
-def _torchvision_features(torch_model, images: np.ndarray) -> dict[str, np.ndarray]:
+def _torch_features(torch_model, images: np.ndarray) -> dict[str, np.ndarray]:
     import torch
 
     modules = dict(torch_model.named_modules())

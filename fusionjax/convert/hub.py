@@ -13,10 +13,10 @@ from urllib.parse import urlparse
 
 import flax.linen as nn
 
-from fusionjax.convert import keys
+from fusionjax.convert import frameworks
 from fusionjax.convert.checkpoint import CARD, load_pretrained, write_converted
-from fusionjax.convert.core import from_torchvision
-from fusionjax.convert.sources import sha256
+from fusionjax.convert.torch_files import sha256
+from fusionjax.convert.torchvision import from_torchvision
 
 PRETRAINED_CLASSES = 1000
 
@@ -30,7 +30,7 @@ def torchvision_weights(arch: str, weights: str | None = None):
     None means torchvision's ``DEFAULT``."""
     from fusionjax.torch_compat import import_torchvision
 
-    enum = import_torchvision().models.get_model_weights(keys.torchvision_spec(arch).torchvision)
+    enum = import_torchvision().models.get_model_weights(frameworks.find_spec("torchvision", arch).torchvision)
     if weights is None:
         return enum.DEFAULT
     try:
@@ -54,7 +54,7 @@ def pretrained(arch: str, weights: str | None = None, **model_options) -> tuple[
 
 def pretrained_variables(name: str, model: nn.Module, weights: str | None = None) -> dict:
     """The variables of torchvision's ``weights`` (default: torchvision's DEFAULT) for ``model``."""
-    keys.torchvision_spec(name)
+    frameworks.find_spec("torchvision", name)
     if model.num_classes != PRETRAINED_CLASSES:
         raise ValueError(
             f"torchvision's {name} weights have a {PRETRAINED_CLASSES}-class ImageNet classifier, but the model has "

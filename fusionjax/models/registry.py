@@ -10,6 +10,7 @@ import flax.linen as nn
 import jax.numpy as jnp
 
 from fusionjax.blocks import BasicBlock, Bottleneck, PlainBlock, PreActBasicBlock, PreActBottleneck
+from fusionjax.layers import BatchNorm, Conv2d
 from fusionjax.models.densenet import DenseNet
 from fusionjax.models.resnet import ResNet
 
@@ -18,7 +19,8 @@ from fusionjax.models.resnet import ResNet
 class ModelSpec:
     """A registered architecture.
 
-    ``torchvision`` is the name of the identical torchvision model (its checkpoints convert exactly), or None.
+    ``torchvision``, ``timm`` and ``keras`` name the identical model of that library (its weights convert
+    exactly; ``keras`` is the ``keras.applications`` function), or are None.
     ``min_input_size`` is the smallest square input that still leaves one cell after the last downsampling.
     """
 
@@ -29,6 +31,8 @@ class ModelSpec:
     min_input_size: int
     source: str
     torchvision: str | None = None
+    timm: str | None = None
+    keras: str | None = None
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
@@ -41,7 +45,8 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def _register(name: str, build, *, source: str, cifar: bool = False, torchvision: bool = False) -> None:
+def _register(name: str, build, *, source: str, cifar: bool = False, torchvision: bool = False,
+              timm: str | None = None, keras: str | None = None) -> None:
     _REGISTRY[name] = ModelSpec(
         name=name,
         build=build,
@@ -50,6 +55,8 @@ def _register(name: str, build, *, source: str, cifar: bool = False, torchvision
         min_input_size=8 if cifar else 32,
         source=source,
         torchvision=name if torchvision else None,
+        timm=timm,
+        keras=keras,
     )
 
 
@@ -72,7 +79,7 @@ _IMAGENET_RESNETS = {  # block, blocks per stage, source
     "wide_resnet101_2": (partial(Bottleneck, base_width=128), (3, 4, 23, 3), _WIDE),
 }
 for _name, (_block, _sizes, _source) in _IMAGENET_RESNETS.items():
-    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block), torchvision=True, source=_source)
+    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block), torchvision=True, timm=_name, source=_source)
 
 _IMAGENET_DENSENETS = {  # growth rate, block config, stem width
     "densenet121": (32, (6, 12, 24, 16), 64),
@@ -83,15 +90,45 @@ _IMAGENET_DENSENETS = {  # growth rate, block config, stem width
 for _name, (_k, _config, _stem) in _IMAGENET_DENSENETS.items():
     _register(
         _name, partial(DenseNet, growth_rate=_k, block_config=_config, num_init_features=_stem),
-        torchvision=True, source="Huang et al. 2017, Table 1; torchvision",
+        torchvision=True, timm=_name, source="Huang et al. 2017, Table 1; torchvision",
     )
 
 # Squeeze-and-excitation on torchvision's ResNet-50 / ResNeXt-50 (Hu et al. 2018, Table 1; reduction 16).
 _register("se_resnet50", partial(ResNet, stage_sizes=(3, 4, 6, 3), block=partial(Bottleneck, se_reduction=16)),
-          source="Hu et al. 2018 (SENet), Table 1")
+          timm="seresnet50", source="Hu et al. 2018 (SENet), Table 1; timm")
 _register("se_resnext50_32x4d",
           partial(ResNet, stage_sizes=(3, 4, 6, 3), block=partial(Bottleneck, groups=32, base_width=4, se_reduction=16)),
-          source="Hu et al. 2018 (SENet), Table 1")
+          timm="seresnext50_32x4d", source="Hu et al. 2018 (SENet), Table 1; timm")
+
+# ResNet-D (He et al. 2019, "Bag of Tricks", §4.1), exactly timm's: deep 3×3 stem 32-32-64, average-pool shortcuts.
+for _name, (_block, _sizes) in {
+    "resnet18d": (BasicBlock, (2, 2, 2, 2)),
+    "resnet26d": (Bottleneck, (2, 2, 2, 2)),
+    "resnet50d": (Bottleneck, (3, 4, 6, 3)),
+    "resnet101d": (Bottleneck, (3, 4, 23, 3)),
+    "ecaresnet50d": (partial(Bottleneck, eca=True), (3, 4, 6, 3)),
+}.items():
+    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block, stem="deep", shortcut="avg_down"), timm=_name,
+              source="He et al. 2019 (ResNet-D)" + ("; Wang et al. 2020 (ECA-Net)" if "eca" in _name else "")
+              + "; timm")
+
+# Keras applications (keras.applications, Keras 3): BatchNorm epsilon 1.001e-5 throughout.
+_KERAS_NORM = partial(BatchNorm, epsilon=1.001e-5)
+for _depth, _sizes in {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}.items():
+    # v1: the stride on the first 1×1, every conv biased
+    _register(f"keras_resnet{_depth}",
+              partial(ResNet, stage_sizes=_sizes, block=partial(Bottleneck, stride_in_1x1=True),
+                      conv=partial(Conv2d, use_bias=True), norm=_KERAS_NORM),
+              keras=f"ResNet{_depth}", source="He et al. 2016 (ResNet v1); keras.applications")
+    # v2: pre-activation, the stride in each stage's last block, subsampled identity shortcuts, zero-padded pool
+    _register(f"keras_resnet{_depth}v2",
+              partial(ResNet, stage_sizes=_sizes, block=PreActBottleneck, shortcut="subsample",
+                      downsample_block="last", stem_pool_pad_value=0.0, conv=partial(Conv2d, use_bias=True),
+                      norm=_KERAS_NORM),
+              keras=f"ResNet{_depth}V2", source="He et al. 2016b (ResNet v2); keras.applications")
+for _depth, _config in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():
+    _register(f"keras_densenet{_depth}", partial(DenseNet, block_config=_config, norm=_KERAS_NORM),
+              keras=f"DenseNet{_depth}", source="Huang et al. 2017, Table 1; keras.applications")
 
 # Pre-activation ResNet v2 for ImageNet (He et al. 2016b), stem and stages as in ResNet v1.
 for _name, (_block, _sizes) in {

@@ -1,7 +1,8 @@
 """One ResNet class for every residual family in the zoo: the family is data (block, stage sizes, widths, stem).
 
-ImageNet ResNet/ResNeXt/Wide ResNet as torchvision builds them, SE-ResNet, pre-activation ResNet (v2), and the
-CIFAR networks of He et al. 2016 §4.2, Zagoruyko & Komodakis 2016 and Xie et al. 2017.
+ImageNet ResNet/ResNeXt/Wide ResNet as torchvision builds them, SE-ResNet, pre-activation ResNet (v2), timm's
+ResNet-D variants, Keras's ResNet v1 and v2, and the CIFAR networks of He et al. 2016 §4.2, Zagoruyko & Komodakis
+2016 and Xie et al. 2017.
 """
 
 import functools
@@ -9,6 +10,7 @@ from typing import Literal, Sequence
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 
 from fusionjax.blocks import Bottleneck, ResidualBlock
 from fusionjax.layers import ModuleDef, max_pool, reused
@@ -20,10 +22,17 @@ def _block_class(block: ModuleDef) -> type[ResidualBlock]:
 
 
 class ResNet(ImageClassifier):
-    """Stem → stages of residual blocks (the first block of stages 2+ strides by 2) → global pool → linear.
+    """Stem → stages of residual blocks (by default, the first block of stages 2+ strides by 2) → pool → linear.
 
-    ``stem='imagenet'`` is a 7×7/2 conv and a 3×3/2 max pool (input /4); ``stem='cifar'`` a 3×3/1 conv.
-    With pre-activation blocks the stem has no norm and a final norm→act follows the last stage.
+    ``stem='imagenet'`` is a 7×7/2 conv and a 3×3/2 max pool (input /4); ``stem='deep'`` three 3×3 convs
+    (``stem_width``/2, ``stem_width``/2, ``stem_width``; the first strides by 2) and the max pool (ResNet-C/D,
+    He et al. 2019; timm's ``stem_type='deep'``); ``stem='cifar'`` a 3×3/1 conv. With pre-activation blocks the
+    stem has no norm and a final norm→act follows the last stage. The max pool pads with −inf (PyTorch);
+    ``stem_pool_pad_value=0.0`` pads with zeros as Keras's ``ZeroPadding2D`` does, which differs where the stem's
+    output is negative (pre-activation nets).
+    ``downsample_block='first'`` strides in the first block of stages 2+ (torchvision); ``'last'`` in the last
+    block of every stage but the last (Keras's and TF-slim's ResNet v2), and a stage's feature is then the last
+    map at its resolution, so ``features`` keep the strides /4, /8, /16, /32.
     ``__call__(x, train, features=True)`` returns a dict of the stem's, every stage's, the pooled and the
     logits' outputs, for backbones (FPN) and for layer-by-layer comparisons.
     """
@@ -31,9 +40,11 @@ class ResNet(ImageClassifier):
     stage_sizes: Sequence[int] = (3, 4, 6, 3)
     block: ModuleDef = Bottleneck
     stage_widths: Sequence[int] = (64, 128, 256, 512)
-    stem: Literal["imagenet", "cifar"] = "imagenet"
+    stem: Literal["imagenet", "cifar", "deep"] = "imagenet"
     stem_width: int = 64
-    shortcut: Literal["projection", "zero_pad"] = "projection"
+    stem_pool_pad_value: float = float("-inf")
+    shortcut: Literal["projection", "zero_pad", "avg_down", "subsample"] = "projection"
+    downsample_block: Literal["first", "last"] = "first"
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False, features: bool = False):
@@ -43,23 +54,42 @@ class ResNet(ImageClassifier):
         outputs = {}
         if self.stem == "imagenet":
             x = conv(self.stem_width, 7, strides=2, name="conv1")(x)
+        elif self.stem == "deep":
+            inner = self.stem_width // 2
+            x = self.act(norm(name="stem_bn1")(conv(inner, 3, strides=2, name="stem_conv1")(x), train))
+            x = self.act(norm(name="stem_bn2")(conv(inner, 3, name="stem_conv2")(x), train))
+            x = conv(self.stem_width, 3, name="stem_conv3")(x)
         elif self.stem == "cifar":
             x = conv(self.stem_width, 3, name="conv1")(x)
         else:
-            raise ValueError(f"stem must be 'imagenet' or 'cifar', got {self.stem!r}.")
+            raise ValueError(f"stem must be 'imagenet', 'deep' or 'cifar', got {self.stem!r}.")
         if not preactivated:
             x = self.act(norm(name="bn1")(x, train))
-        x = max_pool(x) if self.stem == "imagenet" else reused(x, train=train)  # read by both paths of block 1
+        if self.stem == "cifar":
+            x = reused(x, train=train)  # read by both paths of block 1
+        elif self.stem_pool_pad_value == float("-inf"):
+            x = max_pool(x)
+        else:
+            pad = jnp.asarray(self.stem_pool_pad_value, x.dtype)
+            x = max_pool(jnp.pad(x, ((0, 0), (1, 1), (1, 1), (0, 0)), constant_values=pad), padding=0)
         outputs["stem"] = x
 
         block = functools.partial(self.block, shortcut=self.shortcut, zero_init_last=self.zero_init_last,
                                   conv=conv, norm=norm, act=self.act)
         rates = iter(self._drop_path_rates(sum(self.stage_sizes)))
+        last_stage = len(self.stage_sizes) - 1
         for stage, (size, width) in enumerate(zip(self.stage_sizes, self.stage_widths, strict=True)):
             for j in range(size):
-                strides = 2 if stage > 0 and j == 0 else 1
+                if self.downsample_block == "first":
+                    strides = 2 if stage > 0 and j == 0 else 1
+                elif self.downsample_block == "last":
+                    strides = 2 if stage < last_stage and j == size - 1 else 1
+                else:
+                    raise ValueError(f"downsample_block must be 'first' or 'last', got {self.downsample_block!r}.")
+                if strides == 2 and self.downsample_block == "last":
+                    outputs[f"stage{stage + 1}"] = x  # the last map at this stage's resolution
                 x = block(width, strides=strides, drop_path=next(rates), name=f"layer{stage + 1}_{j}")(x, train)
-            outputs[f"stage{stage + 1}"] = x
+            outputs.setdefault(f"stage{stage + 1}", x)
         if preactivated:
             x = self.act(norm(name="final_bn")(x, train))
         return self._head(x, outputs, features, name="fc")

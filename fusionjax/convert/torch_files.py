@@ -13,7 +13,7 @@ from typing import Any, Mapping
 
 import numpy as np
 
-from fusionjax.convert.keys import ConversionError
+from fusionjax.convert.errors import ConversionError
 
 _WRAPPERS = ("state_dict", "model")  # training scripts often save {"state_dict": ..., "optimizer": ...}
 _DATA_PARALLEL_PREFIX = "module."  # torch.nn.DataParallel / DistributedDataParallel prefix every key
