@@ -309,6 +309,9 @@ def test_cli_writes_verifies_and_loads_back(tmp_path, resnet18_file, capsys):
     assert card["from"] == "torchvision" and card["from_model"] == "resnet18"
     assert card["sha256"] == hashlib.sha256(resnet18_file.read_bytes()).hexdigest()
     assert card["fusionjax_version"] == fusionjax.__version__
+    transforms = tv.models.get_model_weights("resnet18").DEFAULT.transforms()  # torchvision's own preprocessing
+    assert card["normalization"] == {"channel_order": "RGB", "pixel_max": 255.0, "mean": list(transforms.mean),
+                                     "std": list(transforms.std)}
     logits = card["verification"]["stages"]["logits"]
     assert card["verification"]["ok"] and logits["rel"] <= RTOL and logits["max_abs"] <= LOGITS_ATOL
     assert "logits" in capsys.readouterr().out

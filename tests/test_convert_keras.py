@@ -210,3 +210,19 @@ def test_the_converter_imports_no_source_library():
             "if m in sys.modules))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.strip() == "[]"
+
+
+@pytest.mark.parametrize("name, application", [("ResNet50", "resnet"), ("ResNet50V2", "resnet_v2"),
+                                               ("DenseNet121", "densenet")])
+def test_card_normalization_is_kerass_own_preprocessing(name, application):
+    """What a converted checkpoint's card says its input needs equals Keras's preprocess_input for that model."""
+    import importlib
+
+    from fusionjax.convert import frameworks
+
+    preprocess = importlib.import_module(f"keras.applications.{application}").preprocess_input
+    image = np.random.default_rng(0).uniform(0, 255, (2, 5, 7, 3)).astype(np.float32)
+    norm = frameworks.normalization("keras", frameworks.find_spec("keras", name))
+    x = image[..., ::-1] if norm["channel_order"] == "BGR" else image
+    ours = (x / norm["pixel_max"] - np.asarray(norm["mean"])) / np.asarray(norm["std"])
+    np.testing.assert_allclose(ours, np.asarray(preprocess(image.copy())), rtol=1e-5, atol=1e-4)

@@ -102,7 +102,7 @@ def _convert(args: argparse.Namespace) -> int:
     card = {
         "num_classes": model.num_classes, "from": args.source, "from_model": getattr(spec, args.source),
         "source": args.checkpoint.name, "sha256": sha256(args.checkpoint), "fusionjax_version": __version__,
-        "verification": verification,
+        "normalization": frameworks.normalization(args.source, spec), "verification": verification,
     }
     out = write_converted(args.out, spec.name, variables, card, force=args.force)
     print(f"wrote {out} ({spec.name} from {args.source} {getattr(spec, args.source)}, {args.checkpoint.name})")

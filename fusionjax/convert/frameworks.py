@@ -16,6 +16,25 @@ from fusionjax.models.registry import ModelSpec, create_model, get_model_spec, l
 TABLES = {"torchvision": torchvision.KEY_TABLE, "timm": timm.KEY_TABLE, "keras": keras.KEY_TABLE}
 SOURCES = tuple(TABLES)
 
+# The input each source's pretrained weights expect: channels in `channel_order`, x / pixel_max, then
+# (x − mean) / std per channel. torchvision's and timm's weights for these architectures use ImageNet's statistics;
+# Keras's applications their preprocess_input mode (keras.applications.imagenet_utils): 'caffe' for ResNet v1
+# (BGR, the mean pixel subtracted, no scaling), 'tf' for ResNet v2 (x / 127.5 − 1), 'torch' for DenseNet.
+IMAGENET = {"channel_order": "RGB", "pixel_max": 255.0, "mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+_KERAS_MODES = {
+    "caffe": {"channel_order": "BGR", "pixel_max": 1.0, "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]},
+    "tf": {"channel_order": "RGB", "pixel_max": 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    "torch": IMAGENET,
+}
+
+
+def normalization(source: str, spec: ModelSpec) -> dict:
+    """What ``source``'s weights for ``spec`` expect as input (written into every converted checkpoint's card)."""
+    if source != "keras":
+        return IMAGENET
+    name = spec.keras.casefold()
+    return _KERAS_MODES["torch" if name.startswith("densenet") else "tf" if name.endswith("v2") else "caffe"]
+
 
 def convertible(source: str) -> dict[str, str]:
     """``{library's model name: zoo name}`` for every zoo architecture identical to one of ``source``'s."""

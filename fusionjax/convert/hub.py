@@ -70,7 +70,8 @@ def pretrained_variables(name: str, model: nn.Module, weights: str | None = None
     variables = from_torchvision(name, checkpoint, model=model)
     card = {
         "num_classes": PRETRAINED_CLASSES, "source": file_name, "sha256": sha256(checkpoint),
-        "weights": str(entry), "url": entry.url, "fusionjax_version": _version(), "verification": None,
+        "weights": str(entry), "url": entry.url, "fusionjax_version": _version(),
+        "normalization": frameworks.IMAGENET, "verification": None,
     }
     write_converted(converted, name, variables, card, force=True)
     return variables

@@ -24,7 +24,7 @@ class Source:
     variables: dict
     architecture: str
     image_shape: tuple[int, int, int]  # (height, width, channels) the model was trained or converted at
-    normalization: dict | None  # {"pixel_max", "mean", "std"}: image / pixel_max, then (x − mean) / std
+    normalization: dict | None  # {"channel_order", "pixel_max", "mean", "std"}: image / pixel_max, then (x − mean) / std
     classes: list[str] | int
     origin: dict  # path, checkpoint, sha256
     calibration_images: Callable[[int], np.ndarray] | None  # n -> n preprocessed training images (NHWC)
@@ -82,7 +82,8 @@ def _from_workdir(path: Path, checkpoint: str) -> Source:
     return Source(
         model=setup.model, variables=state.variables(), architecture=config.model,
         image_shape=tuple(setup.info.image_shape),
-        normalization={"pixel_max": spec.pixel_max, "mean": list(spec.mean), "std": list(spec.std)},
+        normalization={"channel_order": "RGB", "pixel_max": spec.pixel_max, "mean": list(spec.mean),
+                       "std": list(spec.std)},
         classes=setup.info.num_classes,
         origin={"kind": "fusionjax-train workdir", "path": str(path.absolute()), "dataset": config.dataset,
                 "step": int(step), "sha256": artifact.tree_sha256(path / workdir.CHECKPOINT_DIR / str(step))},
@@ -111,10 +112,8 @@ def _from_converted(path: Path) -> Source:
 
 
 def _imagenet(card: dict) -> dict | None:
-    """torchvision's pretrained weights (their card names the weights enum) expect ImageNet's normalization."""
-    if not card.get("weights"):
-        return None
-    from fusionjax.train.data import catalog
+    """Cards written before converted checkpoints recorded their normalization: torchvision's pretrained weights
+    (their card names the weights enum) expect ImageNet's."""
+    from fusionjax.convert.frameworks import IMAGENET
 
-    spec = catalog.SPECS["imagenet2012"]
-    return {"pixel_max": spec.pixel_max, "mean": list(spec.mean), "std": list(spec.std)}
+    return IMAGENET if card.get("weights") else None
