@@ -201,6 +201,8 @@ runpy.run_module("benchmarks.gpu", run_name="__main__", alter_sys=True)
 
 
 def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports(tmp_path):
+    import torch  # noqa: F401  (benchmarks.gpu, run in a subprocess, compares against torch)
+
     results = tmp_path / "RESULTS.md"
     done = subprocess.run([sys.executable, "-c", BLOCKED_RUN, ",".join(NOT_ON_GPU_MACHINES), "--smoke", "--results",
                            str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)

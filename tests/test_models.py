@@ -53,7 +53,7 @@ def test_feature_shapes_and_dtypes(name):
 
 @pytest.mark.parametrize("name", [n for n in ALL_MODELS if fusionjax.get_model_spec(n).torchvision])
 def test_parameter_count_equals_torchvision(name):
-    torch = pytest.importorskip("torch")
+    import torch
     from fusionjax.torch_compat import import_torchvision
 
     with torch.device("meta"):  # shapes only: no memory, no random init
@@ -114,7 +114,7 @@ def test_cifar_resnet_counts_equal_the_closed_form(depth):
 @pytest.mark.parametrize("depth, k", [(100, 12), (250, 24), (190, 40)])
 def test_densenet_bc_counts_equal_torchvision_with_the_cifar_stem(depth, k):
     """Exact, and within 1% of what the paper prints (0.8M, 15.3M, 25.6M): 0.769M, 15.32M and 25.62M."""
-    torch = pytest.importorskip("torch")
+    import torch
     count = _n_params(_abstract(f"densenet_bc_{depth}_{k}")[0]["params"])
     assert count == _cifar_densenet_bc_count(torch, depth, k)
     printed = {100: 0.8e6, 250: 15.3e6, 190: 25.6e6}[depth]
