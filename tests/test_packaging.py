@@ -1,11 +1,13 @@
-"""How the suite is installed and run: ``--without-torch`` skips exactly the tests that import torch, and
-``.ci/run`` refuses to start without its second interpreter (docs/installation.md)."""
+"""How the suite is installed and run: ``--without-torch`` skips exactly the tests that import torch,
+``.ci/run`` refuses to start without its second interpreter (docs/installation.md), every command line installs."""
 
+import importlib.metadata
 import os
 import shutil
 import subprocess
 import sys
 import textwrap
+import tomllib
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,3 +69,13 @@ def test_ci_run_fails_before_installing_anything_without_python_3_13(tmp_path):
     assert result.returncode == 2, result.stdout + result.stderr
     assert "needs Python 3.13" in result.stderr and "pyenv install 3.13" in result.stderr, result.stderr
     assert "was run" not in result.stderr
+
+
+def test_every_command_line_is_installed_and_loads():
+    """pyproject's [project.scripts] are what the installed distribution declares, and each names a function."""
+    declared = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["scripts"]
+    installed = {e.name: e for e in importlib.metadata.distribution("fusionjax").entry_points
+                 if e.group == "console_scripts"}
+    assert {name: e.value for name, e in installed.items()} == declared, "reinstall: pip install -e ."
+    for name, entry_point in installed.items():
+        assert callable(entry_point.load()), name

@@ -1,0 +1,43 @@
+"""Figures for the report: matplotlib (Agg, imported on first use), one PNG per call of ``save``."""
+
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+
+def subplots(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float = 3.6):
+    """A figure of ``nrows × ncols`` panels (``axes`` always a flat list)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(nrows, ncols, figsize=(width * ncols, height * nrows), squeeze=False)
+    return fig, list(axes.ravel())
+
+
+def save(fig, path: Path) -> str:
+    """Write ``fig`` as a PNG at ``path``, close it, and return the file name."""
+    import matplotlib.pyplot as plt
+
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path.name
+
+
+def band(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], label: str, **style: Any) -> None:
+    """The mean over seeds as a line, their min–max as a shaded band of the same colour."""
+    values = np.asarray(per_seed, np.float64)
+    (line,) = ax.plot(x, values.mean(axis=0), label=f"{label} (n={len(values)})", **style)
+    if len(values) > 1:
+        ax.fill_between(x, values.min(axis=0), values.max(axis=0), color=line.get_color(), alpha=0.2)
+
+
+def points_with_range(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], label: str, **style: Any) -> None:
+    """Per x, the mean over seeds as a marker on a line and the min–max as an error bar."""
+    values = np.asarray(per_seed, np.float64)  # (x, seeds)
+    mean = values.mean(axis=1)
+    errors = np.stack([mean - values.min(axis=1), values.max(axis=1) - mean])
+    ax.errorbar(x, mean, yerr=errors, marker="o", capsize=3, label=f"{label} (n={values.shape[1]})", **style)
