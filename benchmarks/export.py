@@ -231,10 +231,12 @@ def accuracy(digits_workdir: str | None, mnist_steps: int) -> str:
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--part", default="all", choices=("all", "timing", "accuracy"))
-    parser.add_argument("--models", default="resnet18,resnet50,densenet121")
-    parser.add_argument("--batches", default="1,32")
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--part", default="all", choices=("all", "timing", "accuracy"), help="what to measure "
+                        "(default all)")
+    parser.add_argument("--models", default="resnet18,resnet50,densenet121", help="comma-separated zoo names "
+                        "for the timing part (default resnet18,resnet50,densenet121)")
+    parser.add_argument("--batches", default="1,32", help="comma-separated batch sizes (default 1,32)")
     parser.add_argument("--rounds", type=int, default=5, help="timed calls of each, alternating (default 5)")
     parser.add_argument("--mnist-steps", type=int, default=600, help="SGD steps of batch 64 per MNIST model")
     parser.add_argument("--digits-workdir", default=None,

@@ -26,6 +26,7 @@ import jax
 import jax.numpy as jnp
 
 import fusionjax
+from fusionjax.analysis import compiled_memory, saved_residual_bytes
 from benchmarks import harness, records, tables
 
 CASES = {  # label -> (model name, overrides)
@@ -48,20 +49,12 @@ def loss_fn(model):
 
 
 def residual_bytes(model, batch: int, size: int, kernels: str = "reference") -> int:
-    """Bytes of the distinct arrays the VJP saves for the backward pass, the step's inputs excluded, with the
-    layer ops traced in ``fusionjax.kernels`` mode ``kernels``: "reference" (what a GPU or TPU program keeps) or
-    "xla_cpu". Never "auto": a platform conditional's traced residuals are those of all its branches together."""
+    """Bytes the VJP saves for the backward pass, the step's inputs excluded, with the layer ops traced in
+    ``fusionjax.kernels`` mode ``kernels``: "reference" (what a GPU or TPU program keeps) or "xla_cpu"."""
     images = jax.ShapeDtypeStruct((batch, size, size, 3), jnp.float32)
     variables = jax.eval_shape(model.init, jax.random.key(0), images)
-    with fusionjax.kernels.use(kernels):
-        closed, _ = jax.make_jaxpr(lambda *args: jax.vjp(loss_fn(model), *args), return_shape=True)(
-            variables["params"], variables["batch_stats"], images
-        )
-    jaxpr = closed.jaxpr
-    num_outputs = 1  # the loss; every later output of the traced function is a residual of vjp's closure
-    inputs = set(jaxpr.invars)
-    saved = {v for v in jaxpr.outvars[num_outputs:] if not hasattr(v, "val") and v not in inputs}
-    return sum(v.aval.size * v.aval.dtype.itemsize for v in saved)
+    return saved_residual_bytes(loss_fn(model), variables["params"], variables["batch_stats"], images,
+                                kernels_mode=kernels)
 
 
 def compiled_step(model, batch: int, size: int):
@@ -76,7 +69,7 @@ def compiled_step(model, batch: int, size: int):
     grad = jax.jit(jax.grad(loss_fn(model)))
     lowered = grad.lower(variables["params"], variables["batch_stats"], images)
     compiled = lowered.compile()
-    return (compiled, compiled.memory_analysis().temp_size_in_bytes, lowered.as_text().count("optimization_barrier"),
+    return (compiled, compiled_memory(compiled).temporaries, lowered.as_text().count("optimization_barrier"),
             compiled.as_text().count("opt-barrier("))
 
 

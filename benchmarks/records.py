@@ -115,8 +115,10 @@ def timing_record(header_lines: list[str], setup: list[str], load: tuple[str, st
     ``summary`` table, every variant's row and every call's time; ``results`` maps a model to (batch, variants)."""
     from benchmarks import tables
 
-    busiest = max(float(text.split(",")[0]) for text in load)
-    warning = ([f"- **busy machine** (1-minute load {busiest:.1f} on {os.cpu_count()} cores): wall times are inflated "
+    # The load before the run: the one after includes the benchmark's own threads, up to one per core.
+    busiest = float(load[0].split(",")[0])
+    warning = ([f"- **busy machine** (1-minute load {busiest:.1f} on {os.cpu_count()} cores before the run): wall "
+                "times are inflated "
                 "unevenly, torch's most where its OpenMP threads spin (its default); compare CPU times, or re-run "
                 "on a quiet machine (docs/cpu-performance.md)"] if busiest > 0.5 * (os.cpu_count() or 1) else [])
     return "\n".join([

@@ -60,7 +60,8 @@ def test_onnx_from_workdir_with_card(workdir, tmp_path):
     card = json.loads(artifact.card_path(out).read_text())
     assert card["architecture"] == "resnet20" and card["format"] == "onnx"
     assert card["input"] == {"shape": [None, 8, 8, 1], "layout": "NHWC", "dtype": "float32", "batch": "dynamic"}
-    assert card["normalization"] == {"pixel_max": 16.0, "mean": [0.3054], "std": [0.3761]}
+    assert card["normalization"] == {"channel_order": "grayscale", "pixel_max": 16.0, "mean": [0.3054],
+                                     "std": [0.3761]}
     assert card["classes"] == 10 and card["batchnorm_folded"] is True
     assert card["source"]["step"] == 0 and len(card["source"]["sha256"]) == 64
     assert card["fusionjax_version"] == fusionjax.__version__ and card["jax_version"] == jax.__version__

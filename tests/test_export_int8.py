@@ -11,10 +11,10 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 import onnx
-import optax
 import pytest
 
 import fusionjax
+from benchmarks.export import train
 from fusionjax import blocks, layers
 from fusionjax.deploy import fold_batchnorm
 from fusionjax.export import int8_apply, quantize
@@ -38,31 +38,10 @@ def digits():
 
 @pytest.fixture(scope="module")
 def trained(digits):
-    """ResNet-8 (one block per stage) trained for 300 SGD steps: about 97 % test top-1."""
+    """ResNet-8 (one block per stage) trained for 300 SGD steps with the recipe of benchmarks.export: about 97 %."""
     train_x, train_y, _, _ = digits
     model = fusionjax.create_model("resnet20", stage_sizes=(1, 1, 1), in_channels=1)
-    variables = jax.jit(model.init)(jax.random.key(0), train_x[:1])
-    steps, batch = 300, 64
-    tx = optax.sgd(optax.cosine_decay_schedule(0.1, steps), momentum=0.9, nesterov=True)
-    params, stats = variables["params"], variables["batch_stats"]
-    opt_state = tx.init(params)
-
-    @jax.jit
-    def step(params, stats, opt_state, x, y):
-        def loss(params):
-            logits, updates = model.apply({"params": params, "batch_stats": stats}, x, train=True,
-                                          mutable=["batch_stats"])
-            return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean(), updates["batch_stats"]
-
-        grads, stats = jax.grad(loss, has_aux=True)(params)
-        updates, opt_state = tx.update(grads, opt_state, params)
-        return optax.apply_updates(params, updates), stats, opt_state
-
-    rng = np.random.default_rng(0)
-    for _ in range(steps):
-        rows = rng.choice(len(train_x), batch, replace=False)
-        params, stats, opt_state = step(params, stats, opt_state, train_x[rows], train_y[rows])
-    return model, {"params": params, "batch_stats": stats}
+    return model, train(model, train_x, train_y, steps=300)
 
 
 def accuracy(run, images, labels) -> float:

@@ -269,4 +269,6 @@ def _plot(argv) -> None:
 
 
 def plot_main() -> None:
+    _describe_for_help("Plot a fusionjax-train run's training and evaluation curves into WORKDIR/curves.png "
+                       "and print its path: fusionjax-plot WORKDIR", [])
     app.run(_plot)

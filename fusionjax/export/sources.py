@@ -82,7 +82,8 @@ def _from_workdir(path: Path, checkpoint: str) -> Source:
     return Source(
         model=setup.model, variables=state.variables(), architecture=config.model,
         image_shape=tuple(setup.info.image_shape),
-        normalization={"channel_order": "RGB", "pixel_max": spec.pixel_max, "mean": list(spec.mean),
+        normalization={"channel_order": "RGB" if setup.info.image_shape[-1] == 3 else "grayscale",
+                       "pixel_max": spec.pixel_max, "mean": list(spec.mean),
                        "std": list(spec.std)},
         classes=setup.info.num_classes,
         origin={"kind": "fusionjax-train workdir", "path": str(path.absolute()), "dataset": config.dataset,
