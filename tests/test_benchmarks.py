@@ -90,6 +90,7 @@ def test_rounds_alternate_the_frameworks_and_reverse_every_other_round():
     assert all(len(v.times) == len(v.cpu_times) == len(v.page_faults) == 2 for v in variants)
 
 
+@pytest.mark.slow
 def test_model_flops_are_the_models_closed_form_count():
     batch = 2
     model, images, _, variables = steps.synthetic_batch("resnet20", batch, 32)
@@ -238,6 +239,7 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
         assert float(row[1]) <= 1e-5 and row[6] == "≤ 1e-05: met", row
 
 
+@pytest.mark.slow
 def test_memory_efficient_densenet121_keeps_at_most_half_and_less_than_resnet50():
     per_image = memory.traced_residuals(32)  # bytes per image with the plain ops (a GPU's program), exact integers
     plain, lean, resnet = (per_image[label] for label in memory.CASES)

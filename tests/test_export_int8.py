@@ -48,6 +48,7 @@ def accuracy(run, images, labels) -> float:
     return float(np.mean(np.argmax(np.asarray(run(images)), -1) == labels))
 
 
+@pytest.mark.slow
 def test_jax_int8_accuracy_beside_float32(digits, trained):
     train_x, _, test_x, test_y = digits
     model, variables = trained
@@ -58,6 +59,7 @@ def test_jax_int8_accuracy_beside_float32(digits, trained):
     assert abs(int8 - float32) <= ACCURACY_DROP, (float32, int8)
 
 
+@pytest.mark.slow
 def test_onnx_int8_accuracy_and_size(digits, trained, tmp_path):
     train_x, _, test_x, test_y = digits
     model, variables = trained

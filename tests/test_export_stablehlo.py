@@ -12,6 +12,7 @@ from pathlib import Path
 
 import jax
 import numpy as np
+import pytest
 from packaging.requirements import Requirement
 
 import fusionjax
@@ -51,6 +52,7 @@ def jax_only_path(directory: Path) -> Path:
     return directory
 
 
+@pytest.mark.slow
 def test_multi_platform_artifact_runs_with_only_jax(tmp_path):
     model = fusionjax.create_model("resnet18", stage_sizes=(1, 1, 1, 1), stage_widths=(8, 8, 16, 16), stem_width=8)
     shape = (32, 32, 3)

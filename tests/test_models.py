@@ -138,17 +138,20 @@ def test_se_resnet50_adds_closed_form_se_parameters():
 
 # Every block kind and stem, at small inputs and (for the deep ones) fewer blocks per stage, to keep compile time
 # within CI's budget: a jitted train step, every gradient finite, every BN statistic updated.
-TRAIN_STEP_MODELS = [
-    ("resnet20", {"drop_path": 0.1}, 8),
-    ("plain20", {}, 8),
-    ("preact_resnet18", {}, 32),
-    ("se_resnext50_32x4d", {"stage_sizes": (1, 1, 1, 1), "zero_init_last": True}, 32),
-    ("wrn28_10", {"stage_sizes": (1, 1, 1), "stage_widths": (32, 64, 128)}, 8),
-    ("densenet121", {"block_config": (2, 2, 2, 2), "memory_efficient": True, "drop_path": 0.1}, 32),
+TRAIN_STEP_MODELS = [  # the compile-heavy ones are slow: the newest-jax run of .ci/run leaves them out
+    pytest.param("resnet20", {"drop_path": 0.1}, 8, id="resnet20"),
+    pytest.param("plain20", {}, 8, id="plain20"),
+    pytest.param("preact_resnet18", {}, 32, id="preact_resnet18", marks=pytest.mark.slow),
+    pytest.param("se_resnext50_32x4d", {"stage_sizes": (1, 1, 1, 1), "zero_init_last": True}, 32,
+                 id="se_resnext50_32x4d", marks=pytest.mark.slow),
+    pytest.param("wrn28_10", {"stage_sizes": (1, 1, 1), "stage_widths": (32, 64, 128)}, 8, id="wrn28_10",
+                 marks=pytest.mark.slow),
+    pytest.param("densenet121", {"block_config": (2, 2, 2, 2), "memory_efficient": True, "drop_path": 0.1}, 32,
+                 id="densenet121", marks=pytest.mark.slow),
 ]
 
 
-@pytest.mark.parametrize("name,overrides,size", TRAIN_STEP_MODELS, ids=[m[0] for m in TRAIN_STEP_MODELS])
+@pytest.mark.parametrize("name,overrides,size", TRAIN_STEP_MODELS)
 def test_jitted_train_step_finite_gradients_and_bn_updates(name, overrides, size):
     model = fusionjax.create_model(name, **overrides)
     x = jax.random.normal(jax.random.key(1), (4, size, size, 3))

@@ -26,7 +26,8 @@ import fusionjax
 from fusionjax import kernels
 
 # name, input size (the smallest each takes), convolution layers (stem, blocks, projections, transitions)
-MODELS = [("resnet20", 8, 19), ("resnet50", 32, 53), ("densenet121", 32, 120)]
+MODELS = [("resnet20", 8, 19), ("resnet50", 32, 53),
+          pytest.param("densenet121", 32, 120, marks=pytest.mark.slow, id="densenet121")]
 PLATFORM_WRAPPERS = {"case", "return", "constant"}  # lax.platform_dependent's one-branch case and its index
 
 
@@ -86,7 +87,7 @@ def _residual_placeholders(text: str) -> int:
 
 @pytest.mark.parametrize("platform", ["cuda", "tpu"])
 @pytest.mark.parametrize("program", ["train", "eval"])
-@pytest.mark.parametrize("name, size, conv_layers", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize("name, size, conv_layers", MODELS, ids=["resnet20", "resnet50", "densenet121"])
 def test_gpu_and_tpu_programs_are_the_plain_ops(name, size, conv_layers, program, platform):
     text = _stablehlo(name, size, program, platform)
     operations = _operations(text)
@@ -103,7 +104,7 @@ def test_gpu_and_tpu_programs_are_the_plain_ops(name, size, conv_layers, program
     assert not differ
 
 
-@pytest.mark.parametrize("name, size, conv_layers", MODELS, ids=[m[0] for m in MODELS])
+@pytest.mark.parametrize("name, size, conv_layers", MODELS, ids=["resnet20", "resnet50", "densenet121"])
 def test_the_cpu_program_keeps_its_kernels(name, size, conv_layers):
     """The counterfactual: for ``cpu`` the same step stores its residual streams (barriers) and runs its 1×1
     convolutions as matrix products, so the GPU/TPU checks above see something real."""

@@ -583,6 +583,7 @@ def ema_reference(config, steps: int) -> dict:
     return ema
 
 
+@pytest.mark.slow
 def test_eval_best_takes_the_highest_top1_checkpoint_and_ema_evaluates_the_average(ascent_run):
     """``fusionjax-eval --checkpoint best --ema``: the kept step whose recorded evaluation top-1 is highest (not the
     latest), and the EMA variables of that step, evaluated here independently (NumPy loss and top-1 of the model
