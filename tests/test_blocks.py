@@ -92,6 +92,7 @@ def _residual_bytes(fn, *args) -> int:
     return sum(a.size * a.dtype.itemsize for a, why in saved_residuals(fn, *args) if "from the argument" not in why)
 
 
+@pytest.mark.slow
 def test_memory_efficient_dense_block_same_numbers_fewer_saved_bytes():
     x = _x((2, 8, 8, 24))
 

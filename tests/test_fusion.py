@@ -67,6 +67,7 @@ def test_fpn_concat_with_stacked_identity_merge_equals_add():
     np.testing.assert_allclose(out_add, expected, rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 def test_fpn_returns_one_map_per_level():
     levels = [_rand(0, (1, 16, 16, 4)), _rand(1, (1, 8, 8, 8)), _rand(2, (1, 4, 4, 16))]
     for mode in ("add", "concat"):

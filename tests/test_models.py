@@ -33,7 +33,15 @@ def _abstract(name: str, batch: int = 2):
     return variables, features, size
 
 
-@pytest.mark.parametrize("name", ALL_MODELS)
+# The two deepest DenseNet-BCs trace for seconds: the newest-jax run of .ci/run leaves them out.
+DEEPEST = ("densenet_bc_190_40", "densenet_bc_250_24")
+
+
+def _slow_if_deepest(names):
+    return [pytest.param(n, marks=pytest.mark.slow) if n in DEEPEST else n for n in names]
+
+
+@pytest.mark.parametrize("name", _slow_if_deepest(ALL_MODELS))
 def test_feature_shapes_and_dtypes(name):
     variables, features, size = _abstract(name)
     spec = fusionjax.get_model_spec(name)
@@ -75,7 +83,7 @@ PAPER_COUNTS = {
 }
 
 
-@pytest.mark.parametrize("name", sorted(PAPER_COUNTS))
+@pytest.mark.parametrize("name", _slow_if_deepest(sorted(PAPER_COUNTS)))
 def test_parameter_count_equals_paper(name):
     millions, digits = PAPER_COUNTS[name]
     variables, _, _ = _abstract(name)

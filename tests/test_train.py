@@ -646,6 +646,8 @@ SHALLOW_FOR_CPU = {
     "cifar100_densenet_bc_100_12": {"block_config": (2, 2, 2)},
     "imagenet_densenet121": {"block_config": (1, 1, 1, 1)},
     "cifar10_preact_resnet164": {"stage_sizes": (2, 2, 2)},
+    "cifar10_resnet56": {"stage_sizes": (2, 2, 2)},
+    "cifar10_plain56": {"stage_sizes": (2, 2, 2)},
     "cifar10_wrn28_10": {"stage_sizes": (1, 1, 1)},
     "cifar100_wrn28_10": {"stage_sizes": (1, 1, 1)},
     "imagenet_resnet50": {"stage_sizes": (1, 1, 1, 1)},
