@@ -194,6 +194,7 @@ def test_bad_files_and_other_architectures_are_refused(tmp_path):
         from_keras("ResNet18", tmp_path / "resnet50.weights.h5")
 
 
+@pytest.mark.slow
 def test_cli_converts_and_verifies_keras_weights(tmp_path, capsys):
     name = "ResNet50V2"
     random_keras(name).save_weights(tmp_path / "v2.weights.h5")
