@@ -149,6 +149,7 @@ def test_bfloat16_onnx_is_refused(workdir, tmp_path, capsys):
             message="float32 only")
 
 
+@pytest.mark.slow
 def test_converted_checkpoint(tmp_path, capsys):
     """A fusionjax-convert directory: exported at another image size; int8 needs a workdir's training images."""
     from fusionjax.convert import write_converted

@@ -185,6 +185,7 @@ def test_asff_matches_a_torch_reference(level, sizes):
     np.testing.assert_allclose(out, _torch_asff(variables, levels, level), rtol=1e-5, atol=1e-5)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("mode", ["add", "concat"])
 def test_fpn_matches_a_torch_reference(mode):
     """The top-down pathway (1×1 laterals, nearest upsampling, add or concat→1×1, 3×3 smoothing) against torch."""

@@ -35,13 +35,17 @@ def _abstract(name: str, batch: int = 2):
 
 # The two deepest DenseNet-BCs trace for seconds: the newest-jax run of .ci/run leaves them out.
 DEEPEST = ("densenet_bc_190_40", "densenet_bc_250_24")
+# One model per family and block kind: what the newest-jax run of .ci/run checks of the whole zoo.
+ONE_PER_FAMILY = ("resnet20", "plain20", "resnet18", "resnet50", "resnext50_32x4d", "wrn28_10", "preact_resnet18",
+                  "se_resnet50", "ecaresnet50d", "keras_resnet50v2", "densenet121", "densenet_bc_100_12")
 
 
-def _slow_if_deepest(names):
-    return [pytest.param(n, marks=pytest.mark.slow) if n in DEEPEST else n for n in names]
+def _slow_if_deepest(names, keep=None):
+    fast = lambda n: n not in DEEPEST and (keep is None or n in keep)
+    return [n if fast(n) else pytest.param(n, marks=pytest.mark.slow) for n in names]
 
 
-@pytest.mark.parametrize("name", _slow_if_deepest(ALL_MODELS))
+@pytest.mark.parametrize("name", _slow_if_deepest(ALL_MODELS, keep=ONE_PER_FAMILY))
 def test_feature_shapes_and_dtypes(name):
     variables, features, size = _abstract(name)
     spec = fusionjax.get_model_spec(name)
@@ -222,6 +226,7 @@ def test_unknown_names_list_close_matches():
     assert fusionjax.list_models("densenet1*") == ["densenet121", "densenet161", "densenet169"]
 
 
+@pytest.mark.slow
 def test_flax_nnx_users_can_wrap_any_model():
     model = fusionjax.create_model("resnet20")
     x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))

@@ -26,7 +26,7 @@ import fusionjax
 from fusionjax import kernels
 
 # name, input size (the smallest each takes), convolution layers (stem, blocks, projections, transitions)
-MODELS = [("resnet20", 8, 19), ("resnet50", 32, 53),
+MODELS = [("resnet20", 8, 19), pytest.param("resnet50", 32, 53, marks=pytest.mark.slow, id="resnet50"),
           pytest.param("densenet121", 32, 120, marks=pytest.mark.slow, id="densenet121")]
 PLATFORM_WRAPPERS = {"case", "return", "constant"}  # lax.platform_dependent's one-branch case and its index
 
