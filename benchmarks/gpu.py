@@ -3,6 +3,7 @@
     python -m benchmarks.gpu                     # on a GPU; records the run in RESULTS.md and runs/
     python -m benchmarks.gpu --no-torch-compile  # without torch.compile (it compiles for a minute or two)
     python -m benchmarks.gpu --smoke             # the same code on CPU at toy sizes (the test suite runs it)
+    python -m benchmarks.gpu --sections throughput,parity  # some of the checks (the memory rows compile longest)
 
 One table, each row one check:
 - ResNet-50 training, bfloat16, batch 256 at 224²: images/s of a user's ``jax.jit`` step (``benchmarks.steps``)
@@ -38,6 +39,7 @@ from benchmarks import harness, records, steps, tables, torch_models  # noqa: E4
 GPU_BF16_PEAK = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
                  ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
 PARITY_TOLERANCE = 1e-5  # float32 on both sides, TF32 off: only the order of sums differs
+SECTIONS = ("throughput", "memory", "parity")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -183,7 +185,7 @@ def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Ti
 
     peak = gpu_peak()
     rows = []
-    for mode, title in (("train", "ResNet-50 training"), ("forward", "ResNet-50 evaluation")):
+    for mode, title in (("train", "ResNet-50 training"), ("forward", "ResNet-50 evaluation")) if throughput else ():
         ours, eager, compiled = (find(throughput, label, mode) for label in (
             "fusionjax", "torch AMP channels_last", "torch.compile AMP channels_last"))
         rate = images_per_s(ours, sizes.batch)
@@ -199,7 +201,7 @@ def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Ti
                          cell(images_per_s(forced, sizes.batch)) + f" (time ÷ plain: {tables.ratio(forced, ours)})",
                          "–", "–", tables.ratio(eager, forced), tables.ratio(compiled, forced), "what they would cost"])
     dense, lean, resnet = (find(memory, label) for label in ("densenet121", "densenet121 memory_efficient", "resnet50"))
-    for variant in (dense, lean, resnet):
+    for variant in (dense, lean, resnet) if memory else ():
         comparison = ""
         if variant is lean:
             comparison = (f"; peak ÷ plain {peak_bytes(lean.program) / peak_bytes(dense.program):.2f}, "
@@ -222,10 +224,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--smoke", action="store_true",
                         help="the same code on CPU at toy sizes; recorded only where --results names a file")
     parser.add_argument("--no-torch-compile", action="store_true", help="skip torch.compile")
+    parser.add_argument("--sections", default=",".join(SECTIONS),
+                        help=f"comma-separated checks to run, of {', '.join(SECTIONS)} (default: all)")
     parser.add_argument("--no-append", action="store_true", help="print only; record nothing")
     parser.add_argument("--results", help=f"summary file to append to (default {records.RESULTS}); the full "
                         "record goes to runs/ beside it")
     args = parser.parse_args(argv)
+    chosen = args.sections.split(",")
+    if unknown := sorted(set(chosen) - set(SECTIONS)):
+        parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
     backend = jax.default_backend()
     if not args.smoke and backend != "gpu":
         parser.error(f"JAX runs on {backend}, not a GPU: install jax[cuda13] (or jax[cuda12]) on a GPU machine, "
@@ -240,19 +247,25 @@ def main(argv: list[str] | None = None) -> None:
     torch_side = Torch(device, None if args.no_torch_compile else ("eager" if args.smoke else "inductor"))
     started, seconds = records.now(), {}
 
-    def section(title, measure):
+    def section(name, title, batch, measure):
+        """Runs one check if chosen, and prints its calls at once: a run cut short keeps what it measured."""
+        if name not in chosen:
+            return [] if name != "parity" else {}
         print(f"{title}…", flush=True)
         start = time.perf_counter()
         result = measure()
         seconds[title] = time.perf_counter() - start
+        if name != "parity":
+            print(tables.markdown(tables.PER_CALL_HEADINGS, tables.per_call_rows(title, batch, result)), flush=True)
         return result
 
-    throughput = section("ResNet-50 throughput", lambda: resnet50_throughput(sizes, torch_side))
+    throughput = section("throughput", "ResNet-50 throughput", sizes.batch,
+                         lambda: resnet50_throughput(sizes, torch_side))
     if device == "cuda":
         torch.cuda.empty_cache()  # torch's cached blocks back to the GPU, for JAX's larger programs next
-    memory = section("memory rows", lambda: memory_steps(sizes))
-    parity = section("converter parity", lambda: {name: converter_parity(name, sizes, torch_side)
-                                                  for name in ("resnet50", "densenet121")})
+    memory = section("memory", "memory rows", sizes.memory_batch, lambda: memory_steps(sizes))
+    parity = section("parity", "converter parity", None, lambda: {name: converter_parity(name, sizes, torch_side)
+                                                                  for name in ("resnet50", "densenet121")})
     summary = table(sizes, throughput, memory, parity)
     device_name = jax.devices()[0].device_kind
     record = "\n".join([
