@@ -82,6 +82,9 @@ class Torch:
         import torch
 
         self.torch, self.device, self.compile_backend = torch, device, compile_backend
+        # cuDNN picks its convolution algorithms by timing them, as torchvision's reference training script asks
+        # and as XLA's autotuner does for JAX
+        torch.backends.cudnn.benchmark = device == "cuda"
         self.sync = torch.cuda.synchronize if device == "cuda" else (lambda: None)
         self.autocast = lambda: torch.autocast(device, dtype=torch.bfloat16)
 
