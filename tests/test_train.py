@@ -19,6 +19,7 @@ import time
 import tomllib
 from pathlib import Path
 
+import flax
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -343,6 +344,35 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
     assert all(np.isfinite(x).all() for x in jax.tree_util.tree_leaves(jax.device_get(restored)))
     records = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [step for step in (5, 10) if step < bad_step]
+
+
+@flax.struct.dataclass
+class StepAndParams:  # what save_checkpoint needs of a train state
+    step: jax.Array
+    params: dict
+
+
+def test_a_single_process_checkpoint_saves_its_arrays_without_compiling_anything(tmp_path):
+    """Orbax's default replica-parallel writing slices every replicated array per device, an op lowered and
+    compiled per shape (seconds on a model's first save); one process writes each array whole (docs/training.md).
+    The shapes are this test's own, so no earlier compile can be reused."""
+    replicated = jax.sharding.NamedSharding(jax.make_mesh((jax.device_count(),), ("data",)), P())
+    state = StepAndParams(jnp.int32(3), {f"w{i}": jax.device_put(np.full((40 + i, 7), i, np.float32), replicated)
+                                         for i in range(5)})
+    lowered = []
+    listener = lambda event, *args, **kwargs: lowered.append(event) if "jaxpr_to_mlir_module" in event else None
+    manager = workdir_lib.checkpoint_manager(tmp_path, tiny_config())
+    jax.monitoring.register_event_duration_secs_listener(listener)
+    try:
+        workdir_lib.save_checkpoint(manager, state, None)
+        manager.wait_until_finished()
+    finally:
+        jax.monitoring.unregister_event_duration_listener(listener)
+    assert lowered == []
+    target = jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype, sharding=x.sharding), state)
+    restored = workdir_lib.restore_checkpoint(manager, 3, target)
+    for ours, saved in zip(jax.tree.leaves(restored), jax.tree.leaves(state)):
+        assert ours.sharding == saved.sharding and np.array_equal(ours, saved)
 
 
 def test_a_workdir_of_another_config_is_refused_and_left_untouched(tmp_path):
