@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks import compare, harness, memory, records, steps, tables, user_step
+from benchmarks import compare, harness, init_compile, memory, records, steps, tables, user_step
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -177,6 +177,19 @@ def test_user_step_times_a_plain_jit_step_against_torch(capsys):
     assert f"- threads: pinned to cores {','.join(map(str, cores))}; torch {len(cores)} threads" in printed
     assert re.search(r"^- YNNPACK fusions in the compiled fusionjax step: resnet20 \d+$", printed, re.M)
     assert "recorded in" not in printed
+
+
+def test_init_compile_times_both_initializers_on_the_same_values(capsys):
+    before = records.RESULTS.read_bytes()
+    init_compile.main(["--models", "resnet20", "--rounds", "1", "--no-append"])
+    printed = capsys.readouterr().out
+    assert records.RESULTS.read_bytes() == before  # --no-append records nothing
+    headings, rows = table_rows(printed, "| model |")
+    assert [row[0] for row in rows] == ["resnet20"] and rows[0][-1] == "yes", rows
+    times = {label: [float(t) for t in walls.split(", ")]
+             for label, walls in re.findall(r"^- resnet20 (\w+) init: wall ([\d., ]+);", printed, re.M)}
+    assert sorted(times) == ["fusionjax", "jax"] and all(len(t) == 1 for t in times.values()), times
+    assert_ratio_cell(rows[0][3], times["fusionjax"], times["jax"])
 
 
 @pytest.mark.parametrize("command", [compare, user_step])

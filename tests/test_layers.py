@@ -2,14 +2,16 @@
 (``kernels.use('reference')``) and what this CPU runs (``'auto'``, i.e. the XLA:CPU kernels)."""
 
 import functools
+import re
 
 import chex
 import jax
 import numpy as np
 import pytest
 
-from fusionjax import kernels
-from fusionjax.layers import BatchNorm, Conv2d, GroupNorm, avg_pool, global_avg_pool, max_pool
+from fusionjax import create_model, kernels
+from fusionjax.layers import (BatchNorm, Conv2d, GroupNorm, avg_pool, global_avg_pool, max_pool,
+                              variance_scaling)
 
 
 @pytest.fixture(scope="module")
@@ -206,3 +208,28 @@ def test_average_pools_match_torch(torch, mode):
     x = np.random.default_rng(0).normal(size=(2, 9, 8, 5)).astype(np.float32)
     np.testing.assert_allclose(avg_pool(x), _nhwc(torch.nn.functional.avg_pool2d(_nchw(x), 2, 2)), rtol=1e-6)
     np.testing.assert_allclose(global_avg_pool(x), _nchw(x).mean(dim=(2, 3)).numpy(), rtol=1e-6)
+
+
+@pytest.mark.parametrize("scale, mode, distribution", [(2.0, "fan_out", "normal"), (1.0, "fan_in", "truncated_normal"),
+                                                       (1 / 3, "fan_in", "uniform")])
+@pytest.mark.parametrize("shape", [(3, 3, 16, 24), (7, 7, 3, 64), (1, 1, 5, 1), (3, 1, 1), (512, 10)])
+@pytest.mark.parametrize("partitionable", [True, False])  # jax's default since 0.5, and the older generator
+def test_matrix_drawn_initializers_equal_jax_s_own(scale, mode, distribution, shape, partitionable):
+    with jax.threefry_partitionable(partitionable):
+        expected = jax.nn.initializers.variance_scaling(scale, mode, distribution)(jax.random.key(7), shape)
+        drawn = variance_scaling(scale, mode, distribution)(jax.random.key(7), shape)
+    np.testing.assert_array_equal(np.asarray(drawn), np.asarray(expected))
+
+
+def test_a_model_init_draws_every_kernel_as_a_matrix():
+    """What makes init compile faster on XLA:CPU: each draw's counters are 2-D iotas, not one per kernel axis."""
+    model = create_model("resnet18", num_classes=10)
+    x = jax.ShapeDtypeStruct((1, 32, 32, 3), np.float32)
+    program = jax.jit(functools.partial(model.init, train=False)).lower(jax.random.key(0), x).as_text()
+    iota_shapes = re.findall(r"stablehlo\.iota dim = \d+ : tensor<((?:\d+x)+)[a-z]+\d+>", program)
+    assert iota_shapes and all(shape.count("x") <= 2 for shape in iota_shapes), sorted(set(iota_shapes))
+
+
+def test_variance_scaling_refuses_a_mode_a_matrix_cannot_keep():
+    with pytest.raises(ValueError, match="mode must be 'fan_in' or 'fan_out'.*'fan_avg'"):
+        variance_scaling(1.0, "fan_avg", "normal")

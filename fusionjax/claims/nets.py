@@ -13,13 +13,13 @@ import jax
 import jax.numpy as jnp
 
 from fusionjax.blocks import BasicBlock, PlainBlock, PreActBasicBlock
-from fusionjax.layers import BatchNorm, Conv2d
+from fusionjax.layers import BatchNorm, Conv2d, conv_kernel_init, variance_scaling
 from fusionjax.models import DenseNet, ResNet, create_model, list_models
 
 # He et al. 2015's initialization as torchvision applies it (fan-out), and the same with half its variance.
 INITS = {
-    "he": nn.initializers.variance_scaling(2.0, "fan_out", "normal"),
-    "he/2": nn.initializers.variance_scaling(1.0, "fan_out", "normal"),
+    "he": conv_kernel_init,
+    "he/2": variance_scaling(1.0, "fan_out", "normal"),
 }
 
 
