@@ -36,9 +36,10 @@ def variance_scaling(scale: float, mode: str, distribution: str) -> Callable:
     def init(key: jax.Array, shape: tuple[int, ...], dtype: Dtype = jnp.float32) -> jax.Array:
         if len(shape) <= 2:
             return draw(key, shape, dtype)
-        size, fan_in, fan_out = math.prod(shape), math.prod(shape[:-1]), math.prod(shape[:-2]) * shape[-1]
-        # a matrix whose fan-in (rows) or fan-out (columns) is the kernel's
-        matrix = (fan_in, shape[-1]) if mode == "fan_in" else (size // fan_out, fan_out)
+        # (fan-in, out) or (in, fan-out): a matrix whose rows or columns are the kernel's fan
+        receptive_field = math.prod(shape[:-2])
+        matrix = ((receptive_field * shape[-2], shape[-1]) if mode == "fan_in"
+                  else (shape[-2], receptive_field * shape[-1]))
         return draw(key, matrix, dtype).reshape(shape)
 
     return init

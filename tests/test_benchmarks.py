@@ -184,7 +184,7 @@ def test_init_compile_times_both_initializers_on_the_same_values(capsys):
     init_compile.main(["--models", "resnet20", "--rounds", "1", "--no-append"])
     printed = capsys.readouterr().out
     assert records.RESULTS.read_bytes() == before  # --no-append records nothing
-    headings, rows = table_rows(printed, "| model |")
+    _, rows = table_rows(printed, "| model |")
     assert [row[0] for row in rows] == ["resnet20"] and rows[0][-1] == "yes", rows
     times = {label: [float(t) for t in walls.split(", ")]
              for label, walls in re.findall(r"^- resnet20 (\w+) init: wall ([\d., ]+);", printed, re.M)}
