@@ -2,6 +2,7 @@
 changes only what its recipe changes. The fields: ``docs/training.md``."""
 
 import ml_collections
+from ml_collections import config_dict
 
 
 def get_config() -> ml_collections.ConfigDict:
@@ -14,13 +15,21 @@ def get_config() -> ml_collections.ConfigDict:
 
     # Data (fusionjax.train.data; docs/data.md).
     config.dataset = "cifar10"
-    config.data_dir = None
-    config.manual_dir = None
+    config.data_dir = config_dict.placeholder(str)  # unset: $TFDS_DATA_DIR or ~/tensorflow_datasets
+    config.manual_dir = config_dict.placeholder(str)
     config.train_split = "train"
-    config.eval_split = None  # None: the data set's evaluation split ("test" or "validation")
-    config.image_size = None  # None: the data set's native size, or 224
+    config.eval_split = config_dict.placeholder(str)  # unset: the data set's eval split ("test" or "validation")
+    config.image_size = config_dict.placeholder(int)  # unset: the data set's native size, or 224
     config.augment = "none"  # "none" | "cifar" | "inception"
     config.input_workers = 0  # grain worker processes; 0 reads in the training process
+    config.skip_bad_images = False  # folder data: skip (and count) corrupt or unreadable images instead of failing
+
+    # Fine-tuning (docs/training.md): start from converted or trained weights, optionally freezing parts.
+    # Unset: from scratch. A fusionjax-convert directory, a workdir (DIR, DIR@best, DIR@STEP) or torchvision:NAME.
+    config.init_from = config_dict.placeholder(str)
+    config.freeze = ""  # comma-separated parameter-path patterns kept fixed ("stem,stage1", or "backbone")
+    config.freeze_batch_stats = False  # True: BatchNorm statistics of frozen parts stay as loaded
+    config.head_lr_multiplier = 1.0  # the classifier's learning rate ÷ the backbone's
 
     # Optimization. batch_size is the global batch of one optimizer update.
     config.seed = 0
