@@ -7,7 +7,9 @@ carries them to the command-line subprocesses the tests start. docs/installation
 
 import importlib.metadata
 import importlib.util
+import errno
 import os
+import socket
 import sys
 from pathlib import Path
 
@@ -103,3 +105,20 @@ def tfds_mock_data(monkeypatch):
 
     monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[key] for key in keys])
     return tfds.testing.mock_data
+
+
+@pytest.fixture
+def no_network(monkeypatch):
+    """This process offline as CI and air-gapped machines are: no host name resolves (``socket.gaierror``, what a
+    failing DNS lookup raises) and no address is reachable. Subprocesses are not covered: run them with
+    ``unshare --net`` where the test needs a command line offline."""
+
+    def unresolvable(*args, **kwargs):
+        raise socket.gaierror(socket.EAI_NONAME, "Name or service not known")
+
+    def unreachable(self, address):
+        raise OSError(errno.ENETUNREACH, "Network is unreachable")
+
+    monkeypatch.setattr(socket, "getaddrinfo", unresolvable)
+    monkeypatch.setattr(socket.socket, "connect", unreachable)
+    monkeypatch.setattr(socket.socket, "connect_ex", lambda self, address: errno.ENETUNREACH)
