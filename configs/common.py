@@ -14,11 +14,12 @@ def get_config() -> ml_collections.ConfigDict:
     config.dtype = "float32"  # compute dtype; "bfloat16" keeps float32 params, optimizer state and BN statistics
 
     # Data (fusionjax.train.data; docs/data.md).
-    config.dataset = "cifar10"
+    config.dataset = "cifar10"  # a built-in data set, folder:PATH (your images) or tfds:NAME[:VERSION]
     config.data_dir = config_dict.placeholder(str)  # unset: $TFDS_DATA_DIR or ~/tensorflow_datasets
     config.manual_dir = config_dict.placeholder(str)
     config.train_split = "train"
-    config.eval_split = config_dict.placeholder(str)  # unset: the data set's eval split ("test" or "validation")
+    # Unset: the data set's eval split ("test", "validation"; a folder's val/). Folder data: or a fraction ("0.2").
+    config.eval_split = config_dict.placeholder(str)
     config.image_size = config_dict.placeholder(int)  # unset: the data set's native size, or 224
     config.augment = "none"  # "none" | "cifar" | "inception"
     config.input_workers = 0  # grain worker processes; 0 reads in the training process

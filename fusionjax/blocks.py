@@ -8,17 +8,19 @@ branch starts as zero, so the block starts as the identity or adds nothing). Sub
 """
 
 import math
-from typing import Callable, ClassVar, Literal, Sequence
+from typing import Callable, ClassVar, Literal, Sequence, get_args
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fusionjax import arguments
 from fusionjax.fusion import add, concat
 from fusionjax.layers import (BatchNorm, Conv2d, DropPath, ModuleDef, avg_pool, avg_pool_ceil, global_avg_pool,
                               reused)
 
+Shortcut = Literal["projection", "zero_pad", "avg_down", "subsample"]
 
 def _zeros_if(flag: bool, init_name: str) -> dict:
     """``{init_name: zeros}`` when ``flag``: the keyword that makes a layer start at zero (``zero_init_last``)."""
@@ -27,17 +29,30 @@ def _zeros_if(flag: bool, init_name: str) -> dict:
 
 class SqueezeExcite(nn.Module):
     """Squeeze-and-excitation (Hu et al. 2018): channel gates from globally pooled features, through two 1×1
-    convolutions with bias (timm's ``SEModule``)."""
+    convolutions with bias (timm's ``SEModule``). The first has C / ``reduction`` channels, rounded down (at least
+    1), or with ``divisor`` rounded to the nearest multiple of it, at least ``divisor`` (timm's ``make_divisible``,
+    which its ResNets' SE blocks use with 8)."""
 
     reduction: int = 16
+    divisor: int | None = None
     conv: ModuleDef = Conv2d
     act: Callable = nn.relu
+
+    def __post_init__(self):
+        super().__post_init__()
+        arguments.positive_int(type(self).__name__, "reduction", self.reduction)
+        arguments.optional_positive_int(type(self).__name__, "divisor", self.divisor)
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
         channels = x.shape[-1]
+        if self.divisor is None:
+            reduced = max(1, channels // self.reduction)
+        else:
+            step = self.divisor
+            reduced = max(step, int(channels / self.reduction + step / 2) // step * step)
         gates = global_avg_pool(x)[:, None, None, :]
-        gates = self.act(self.conv(max(1, channels // self.reduction), 1, use_bias=True, name="fc1")(gates))
+        gates = self.act(self.conv(reduced, 1, use_bias=True, name="fc1")(gates))
         gates = jax.nn.sigmoid(self.conv(channels, 1, use_bias=True, name="fc2")(gates))
         return x * gates.astype(x.dtype)
 
@@ -73,13 +88,15 @@ class ResidualBlock(nn.Module):
     ``'avg_down'`` (ResNet-D, He et al. 2019: a 2×2 average pool, ceil mode, then a 1×1 conv and a norm; timm's
     ``avg_down``; post-activation blocks) or ``'subsample'`` (strided subsampling where only the size changes,
     a 1×1 projection where the channels do; Keras's ResNet v2).
-    ``se_reduction`` adds a squeeze-excite gate on the branch (SE-ResNet), ``eca`` an ECA gate (ECA-Net).
+    ``se_reduction`` adds a squeeze-excite gate on the branch (SE-ResNet; ``se_divisor`` rounds its width as
+    ``SqueezeExcite.divisor`` does), ``eca`` an ECA gate (ECA-Net).
     """
 
     features: int
     strides: int = 1
-    shortcut: Literal["projection", "zero_pad", "avg_down", "subsample"] = "projection"
+    shortcut: Shortcut = "projection"
     se_reduction: int | None = None
+    se_divisor: int | None = None
     eca: bool = False
     drop_path: float = 0.0
     zero_init_last: bool = False
@@ -89,6 +106,16 @@ class ResidualBlock(nn.Module):
 
     expansion: ClassVar[int] = 1  # output channels = features * expansion
     preactivated: ClassVar[bool] = False  # True: the block starts with norm→act; the model adds a final norm
+
+    def __post_init__(self):
+        super().__post_init__()
+        owner = type(self).__name__
+        arguments.positive_int(owner, "features", self.features)
+        arguments.positive_int(owner, "strides", self.strides)
+        arguments.one_of(owner, "shortcut", self.shortcut, get_args(Shortcut))
+        arguments.optional_positive_int(owner, "se_reduction", self.se_reduction)
+        arguments.optional_positive_int(owner, "se_divisor", self.se_divisor)
+        arguments.rate(owner, "drop_path", self.drop_path)
 
     @property
     def out_features(self) -> int:
@@ -112,9 +139,6 @@ class ResidualBlock(nn.Module):
                 raise ValueError("shortcut='avg_down' is for post-activation blocks; use 'projection'.")
             pooled = avg_pool_ceil(source, self.strides, self.strides) if self.strides > 1 else source
             return self.norm(name="avg_down_bn")(self.conv(out, 1, name="avg_down_conv")(pooled), train)
-        if self.shortcut not in ("projection", "subsample"):
-            raise ValueError(
-                f"shortcut must be 'projection', 'zero_pad', 'avg_down' or 'subsample', got {self.shortcut!r}.")
         if not with_norm:
             return self.conv(out, 1, strides=self.strides, name="shortcut_conv")(source)
         y = self.conv(out, 1, strides=self.strides, name="downsample_conv")(source)
@@ -124,7 +148,7 @@ class ResidualBlock(nn.Module):
         """The branch through its channel gate, if any. Blocks call it before their shortcut's layers, so that
         parameters come in timm's order (``se`` before ``downsample``)."""
         if self.se_reduction:
-            branch = SqueezeExcite(self.se_reduction, conv=self.conv, act=self.act, name="se")(branch)
+            branch = SqueezeExcite(self.se_reduction, self.se_divisor, conv=self.conv, act=self.act, name="se")(branch)
         if self.eca:
             branch = EfficientChannelAttention(name="eca")(branch)
         return branch
@@ -147,6 +171,21 @@ class BasicBlock(ResidualBlock):
         return self._merge(self._gate(y), self._shortcut(x, x, train, with_norm=True), train)
 
 
+def _bottleneck_width(block) -> int:
+    """The inner width of a bottleneck: ``features · base_width / 64`` per group (ResNeXt's cardinality)."""
+    return int(block.features * (block.base_width / 64.0)) * block.groups
+
+
+def _check_bottleneck_width(block) -> None:
+    owner = type(block).__name__
+    arguments.positive_int(owner, "groups", block.groups)
+    arguments.positive_int(owner, "base_width", block.base_width)
+    if _bottleneck_width(block) < 1:
+        raise arguments.ModelArgumentError(
+            f"{owner}: features · base_width / 64 = {block.features} · {block.base_width} / 64 leaves no inner "
+            "channels; raise features or base_width.")
+
+
 class Bottleneck(ResidualBlock):
     """1×1 reduce → 3×3 (stride here, torchvision's "v1.5") → 1×1 expand ×4.
 
@@ -159,9 +198,13 @@ class Bottleneck(ResidualBlock):
     stride_in_1x1: bool = False
     expansion: ClassVar[int] = 4
 
+    def __post_init__(self):
+        super().__post_init__()
+        _check_bottleneck_width(self)
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        width = int(self.features * (self.base_width / 64.0)) * self.groups
+        width = _bottleneck_width(self)
         first, second = (self.strides, 1) if self.stride_in_1x1 else (1, self.strides)
         y = self.act(self.norm(name="bn1")(self.conv(width, 1, strides=first, name="conv1")(x), train))
         y = self.conv(width, 3, strides=second, groups=self.groups, name="conv2")(y)
@@ -180,6 +223,10 @@ class PreActBasicBlock(ResidualBlock):
 
     dropout_rate: float = 0.0
     preactivated: ClassVar[bool] = True
+
+    def __post_init__(self):
+        super().__post_init__()
+        arguments.rate(type(self).__name__, "dropout_rate", self.dropout_rate)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
@@ -204,9 +251,13 @@ class PreActBottleneck(ResidualBlock):
     expansion: ClassVar[int] = 4
     preactivated: ClassVar[bool] = True
 
+    def __post_init__(self):
+        super().__post_init__()
+        _check_bottleneck_width(self)
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        width = int(self.features * (self.base_width / 64.0)) * self.groups
+        width = _bottleneck_width(self)
         pre = self.act(self.norm(name="bn1")(x, train))
         shortcut = self._shortcut(x, pre, train, with_norm=False)
         y = self.conv(width, 1, use_bias=False, name="conv1")(pre)
@@ -253,6 +304,14 @@ class DenseLayer(nn.Module):
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
 
+    def __post_init__(self):
+        super().__post_init__()
+        owner = type(self).__name__
+        arguments.positive_int(owner, "growth_rate", self.growth_rate)
+        arguments.optional_positive_int(owner, "bn_size", self.bn_size)
+        arguments.rate(owner, "drop_rate", self.drop_rate)
+        arguments.rate(owner, "drop_path", self.drop_path)
+
     @nn.compact
     def __call__(self, inputs: jax.Array | Sequence[jax.Array], train: bool = False) -> jax.Array:
         features = [inputs] if isinstance(inputs, jax.Array) else list(inputs)
@@ -291,11 +350,22 @@ class DenseBlock(nn.Module):
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
 
+    def __post_init__(self):
+        super().__post_init__()
+        owner = type(self).__name__
+        arguments.positive_int(owner, "num_layers", self.num_layers)
+        if len(self._rates()) != self.num_layers:
+            raise arguments.ModelArgumentError(
+                f"{owner}: {len(self._rates())} drop_path rates for {self.num_layers} layers.")
+        for rate in self._rates():
+            arguments.rate(owner, "drop_path", rate)
+
+    def _rates(self) -> Sequence[float]:
+        return [self.drop_path] * self.num_layers if isinstance(self.drop_path, (int, float)) else self.drop_path
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
-        rates = [self.drop_path] * self.num_layers if isinstance(self.drop_path, (int, float)) else self.drop_path
-        if len(rates) != self.num_layers:
-            raise ValueError(f"DenseBlock: {len(rates)} drop_path rates for {self.num_layers} layers.")
+        rates = self._rates()
         features = [x]
         for i, rate in enumerate(rates):
             layer = DenseLayer(
@@ -315,6 +385,10 @@ class Transition(nn.Module):
     norm: ModuleDef = BatchNorm
     act: Callable = nn.relu
 
+    def __post_init__(self):
+        super().__post_init__()
+        arguments.fraction(type(self).__name__, "compression", self.compression)
+
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:
         y = self.act(self.norm(name="norm")(x, train))
@@ -332,6 +406,13 @@ class HybridBlock(ResidualBlock):
     growth_rate: int = 32
     num_layers: int = 2
     bn_size: int = 4
+
+    def __post_init__(self):
+        super().__post_init__()
+        owner = type(self).__name__
+        arguments.positive_int(owner, "growth_rate", self.growth_rate)
+        arguments.positive_int(owner, "num_layers", self.num_layers)
+        arguments.positive_int(owner, "bn_size", self.bn_size)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -29,13 +29,19 @@ def describe(name: str) -> tuple[int, float, tuple[int, ...]]:
     return params, flops / 1e9, jax.eval_shape(model.apply, variables, x).shape
 
 
-def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments, checked; ``names`` are the models to describe."""
+    parser = argparse.ArgumentParser(prog="fusionjax-demo", description=__doc__.split("\n")[0])
     parser.add_argument("pattern", nargs="?", default="*", help="shell-style filter of model names (default: all)")
     args = parser.parse_args(argv)
-    names = list_models(args.pattern)
-    if not names:
+    args.names = list_models(args.pattern)
+    if not args.names:
         parser.error(f"no model matches {args.pattern!r}; known models: {', '.join(list_models())}")
+    return args
+
+
+def main(argv: list[str] | None = None) -> None:
+    names = parse(argv).names
     print(f"{'model':<22} {'input':>9} {'params':>13} {'GFLOPs':>8} {'MACs (G)':>9}  output  source")
     for name in names:
         spec = get_model_spec(name)

@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 from jax import lax
 
+from fusionjax import arguments
 from fusionjax.kernels import platform_op
 
 ModuleDef = Any
@@ -73,6 +74,14 @@ class Conv2d(nn.Module):
     dtype: Dtype = jnp.float32
     kernel_init: Callable = conv_kernel_init
     bias_init: Callable = nn.initializers.zeros
+
+    def __post_init__(self):
+        super().__post_init__()
+        for name in ("features", "kernel_size", "strides", "groups"):
+            arguments.positive_int(type(self).__name__, name, getattr(self, name))
+        if self.padding is not None and (not isinstance(self.padding, int) or self.padding < 0):
+            raise arguments.ModelArgumentError(
+                f"{type(self).__name__}: padding must be None or an integer ≥ 0, got {self.padding!r}.")
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -165,6 +174,10 @@ class DropPath(nn.Module):
     """
 
     rate: float = 0.0
+
+    def __post_init__(self):
+        super().__post_init__()
+        arguments.rate(type(self).__name__, "rate", self.rate)
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool = False) -> jax.Array:

@@ -95,15 +95,19 @@ def _importer_frame():
 
 @pytest.fixture
 def tfds_mock_data(monkeypatch):
-    """``tfds.testing.mock_data``, with its batched reads bound correctly.
+    """``tfds.testing.mock_data``, with its batched reads bound correctly and its data looking prepared.
 
     tfds 4.9.10's mock sets ``__getitems__`` on a MagicMock, which does not bind it to the data source, so it
-    receives the keys as ``self``; real array_record sources are unaffected.
+    receives the keys as ``self``; real array_record sources are unaffected. The mock makes preparing a no-op and
+    forces the array_record format only inside ``as_data_source``, so what the pipeline asks first (is the data set
+    prepared, in which format) is mocked to match.
     """
     import tensorflow_datasets as tfds
     from tensorflow_datasets.testing import mocking
 
     monkeypatch.setattr(mocking, "_getitems", lambda keys, generator: [generator[key] for key in keys])
+    monkeypatch.setattr(tfds.core.DatasetBuilder, "is_prepared", lambda self: True)
+    monkeypatch.setattr(tfds.core.DatasetInfo, "file_format", tfds.core.FileFormat.ARRAY_RECORD)
     return tfds.testing.mock_data
 
 

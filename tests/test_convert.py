@@ -5,6 +5,7 @@ state_dicts) or NumPy/hashlib; never the converter's own output. Errors are meas
 rel = max|Δ| / max|torchvision| over a whole output.
 """
 
+import errno
 import hashlib
 import json
 import os
@@ -347,19 +348,23 @@ def test_cli_failures_leave_nothing_and_overwrite_nothing(tmp_path, resnet18_fil
 
     out.mkdir()
     (out / "precious.txt").write_text("keep me")
-    assert convert.main(["resnet18", str(resnet18_file), "--out", str(out)]) == 1
-    assert "--force" in capsys.readouterr().err
-    assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    for force in ((), ("--force",)):  # --force replaces only an earlier conversion
+        assert convert.main(["resnet18", str(resnet18_file), "--out", str(out), *force]) == 1
+        assert "holds precious.txt" in capsys.readouterr().err
+        assert [p.name for p in out.iterdir()] == ["precious.txt"]
+    (out / "precious.txt").unlink()
+    assert convert.main(["resnet18", str(resnet18_file), "--out", str(out)]) == 0
+    earlier = (out / "card.json").read_text()
 
     import orbax.checkpoint as ocp
 
     def broken_save(*args, **kwargs):
-        raise OSError("disk full")
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
 
     monkeypatch.setattr(ocp.StandardCheckpointer, "save", broken_save)
-    with pytest.raises(OSError, match="disk full"):
-        convert.main(["resnet18", str(resnet18_file), "--out", str(out), "--force"])
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert convert.main(["resnet18", str(resnet18_file), "--out", str(out), "--force"]) == 1
+    assert capsys.readouterr().err == f"fusionjax-convert: error: {out}: No space left on device\n"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "card.json").read_text() == earlier
     monkeypatch.undo()
 
     def failed_verification(arch, *args, **kwargs):
@@ -369,7 +374,7 @@ def test_cli_failures_leave_nothing_and_overwrite_nothing(tmp_path, resnet18_fil
     monkeypatch.setattr(convert.crosscheck, "compare", failed_verification)
     assert convert.main(["resnet18", str(resnet18_file), "--out", str(out), "--force", "--verify"]) == 2
     assert "verification failed at logits" in capsys.readouterr().err
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and [p.name for p in out.iterdir()] == ["precious.txt"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["out"] and (out / "card.json").read_text() == earlier
     monkeypatch.undo()
 
     assert convert.main(["resnet18", str(resnet18_file), "--out", str(out), "--force"]) == 0

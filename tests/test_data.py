@@ -5,17 +5,21 @@ tfds's mock data read directly, torchvision's Resize + CenterCrop, and NumPy ari
 """
 
 import io
+import json
+import os
 import pickle
-import socket
+import subprocess
+import sys
 import tarfile
 import time
+from pathlib import Path
 
 import ml_collections
 import numpy as np
 import pytest
 import tensorflow_datasets as tfds
 
-from fusionjax.train import data, errors
+from fusionjax.train import data, errors, trainer, workdir as workdir_lib
 from fusionjax.train.data import catalog
 from fusionjax.train.data.transforms import Transform, inception_boxes
 
@@ -36,16 +40,6 @@ def denormalize(dataset, images):
 
 def take(iterator, count):
     return [next(iterator) for _ in range(count)]
-
-
-@pytest.fixture
-def no_network(monkeypatch):
-    """Any attempt to open a connection fails at once, so an accidental download cannot hide behind retries."""
-    def refuse(*args, **kwargs):
-        raise AssertionError("the data pipeline tried to use the network")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -457,9 +451,44 @@ def test_digits_split_sizes_class_balance_and_pixels():
     assert np.abs(np.bincount(test[0]["label"], minlength=10) - expected).max() < 1
 
 
+IMAGENET_CARD = {"channel_order": "RGB", "pixel_max": 255.0, "mean": [0.485, 0.456, 0.406],
+                 "std": [0.229, 0.224, 0.225]}
+CAFFE_CARD = {"channel_order": "BGR", "pixel_max": 1.0, "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]}
+
+
+@pytest.mark.parametrize("card", [IMAGENET_CARD, CAFFE_CARD], ids=["imagenet", "caffe"])
+def test_a_cards_normalization_sees_digits_at_8_bit_scale_and_the_run_keeps_it(tmp_path, capsys, card):
+    from sklearn.datasets import load_digits
+    from sklearn.model_selection import train_test_split
+
+    digits = load_digits()
+    _, test_images, _, _ = train_test_split(digits.images, digits.target, test_size=360, stratify=digits.target,
+                                            random_state=0)
+    # A card is written for 8-bit pixels: digits' 0..16 are scaled to 0..255 (in float, not rounded) first.
+    gray = test_images[..., None] * (255 / 16)
+    expected = (np.repeat(gray, 3, axis=-1) / card["pixel_max"] - np.asarray(card["mean"])) / np.asarray(card["std"])
+    config = make_config("digits", model="resnet18")
+    description = data.describe(config, normalization=card)
+    assert capsys.readouterr().out == "digits images are grayscale; replicated to the 3 channels resnet18 takes.\n"
+    (batch,) = data.eval_batches(description, global_batch_size=360)
+    np.testing.assert_allclose(batch["image"], expected, rtol=1e-6, atol=2e-5)
+    description.save(tmp_path)  # the card, as the run records it, is what resuming (or fine-tuning again) applies
+    assert json.loads((tmp_path / "dataset.json").read_text())["normalization"] == card
+    (resumed,) = data.eval_batches(data.describe(config, workdir=tmp_path), global_batch_size=360)
+    np.testing.assert_array_equal(resumed["image"], batch["image"])
+    # A digits run's own normalization (pixel_max 16), as fine-tuning from its workdir passes it, applies as it is.
+    own = {"channel_order": "RGB", "pixel_max": 16.0, "mean": [0.3054] * 3, "std": [0.3761] * 3}
+    (again,) = data.eval_batches(data.describe(config, normalization=own), global_batch_size=360)
+    np.testing.assert_allclose(again["image"], (np.repeat(test_images[..., None], 3, axis=-1) / 16 - 0.3054) / 0.3761,
+                               atol=2e-5)
+
+
 def test_unknown_dataset_names_the_known_ones():
     with pytest.raises(data.UnknownDatasetError, match="digits, cifar10, cifar100, imagenette, imagenet2012"):
         data.dataset_info(make_config("mnist"))
+    with pytest.raises(data.UnknownDatasetError, match=r"config.dataset is required: set --config.dataset to digits, "
+                       r"cifar10, .*folder:PATH .* or tfds:NAME\[:VERSION\]"):
+        data.dataset_info(make_config(None))
 
 
 @pytest.mark.parametrize("overrides,match", [
@@ -495,4 +524,50 @@ def test_missing_data_fails_fast_saying_what_to_put_where(tmp_path, no_network, 
     with pytest.raises(errors.DataNotFoundError, match=match) as error:
         data.dataset_info(config)
     assert time.monotonic() - start < 10
-    assert str(tmp_path / "data") in str(error.value)
+    assert str(tmp_path / "data") in str(error.value) and "\n" not in str(error.value)
+
+
+def test_missing_data_in_the_default_data_dir_names_it_and_how_to_choose_another(tmp_path, no_network, monkeypatch):
+    # Unset config.data_dir: tfds would fail with a KeyError about empty splits here.
+    monkeypatch.setenv("TFDS_DATA_DIR", str(tmp_path))
+    with pytest.raises(errors.DataNotFoundError) as error:
+        data.dataset_info(make_config("cifar10"))
+    message = str(error.value)
+    assert "\n" not in message
+    for part in (f"{tmp_path} (the default data dir: $TFDS_DATA_DIR", "--config.data_dir=DIR",
+                 "cifar-10-binary.tar.gz or cifar-10-python.tar.gz", "--config.manual_dir=M"):
+        assert part in message
+
+
+def _can_unshare_the_network() -> bool:
+    return subprocess.run(["unshare", "--net", "true"], capture_output=True).returncode == 0
+
+
+@pytest.mark.skipif(not _can_unshare_the_network(), reason="needs `unshare --net` (a network namespace) to be offline")
+def test_train_command_without_data_or_network_fails_in_one_line_before_compiling(tmp_path):
+    (tmp_path / "tfds").mkdir()
+    env = {**os.environ, "TFDS_DATA_DIR": str(tmp_path / "tfds")}
+    command = ["unshare", "--net", str(Path(sys.executable).parent / "fusionjax-train"), "--config",
+               "cifar10_resnet20", "--workdir", str(tmp_path / "run")]
+    start = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode == 1
+    assert time.monotonic() - start < 60  # start-up and the data check; compiling ResNet-20 alone takes longer
+    lines = [line for line in (result.stdout + result.stderr).splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: cifar10 is not prepared in ")
+    for part in (str(tmp_path / "tfds"), "--config.data_dir", "cifar-10-binary.tar.gz", "--config.manual_dir"):
+        assert part in lines[0]
+    assert not (tmp_path / "run" / workdir_lib.CONFIG_FILE).exists()  # config.json only once the data loaded
+
+
+def test_the_workdir_is_checked_before_the_data_is_read(tmp_path, no_network):
+    from fusionjax.configs import cifar10_resnet20, digits
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / workdir_lib.CONFIG_FILE).write_text(digits.get_config().to_json())
+    config = cifar10_resnet20.get_config()
+    config.data_dir = str(tmp_path / "no_data")  # not prepared: reading it first would raise DataNotFoundError
+    with pytest.raises(errors.WorkdirConflictError, match="holds a run of another config"):
+        trainer.train_and_evaluate(config, run)
+    assert json.loads((run / workdir_lib.CONFIG_FILE).read_text())["dataset"] == "digits"

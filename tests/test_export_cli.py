@@ -22,13 +22,14 @@ from fusionjax.export import onnx as onnx_export
 @pytest.fixture(scope="module")
 def workdir(tmp_path_factory):
     from fusionjax.configs import digits
-    from fusionjax.train import trainer
+    from fusionjax.train import data, trainer
     from fusionjax.train import workdir as workdir_lib
 
     path = tmp_path_factory.mktemp("digits")
     config = digits.get_config()
     config.model_overrides.stage_sizes = (1, 1, 1)
     workdir_lib.claim_workdir(path, config)
+    data.describe(config).save(path)  # the data card, as the trainer writes it when a run starts
     setup = trainer.make_setup(config, training=False)
     manager = workdir_lib.checkpoint_manager(path, config)
     workdir_lib.save_checkpoint(manager, trainer.init_state(setup), {"top1": 0.5})
@@ -62,7 +63,7 @@ def test_onnx_from_workdir_with_card(workdir, tmp_path):
     assert card["input"] == {"shape": [None, 8, 8, 1], "layout": "NHWC", "dtype": "float32", "batch": "dynamic"}
     assert card["normalization"] == {"channel_order": "grayscale", "pixel_max": 16.0, "mean": [0.3054],
                                      "std": [0.3761]}
-    assert card["classes"] == 10 and card["batchnorm_folded"] is True
+    assert card["classes"] == [str(digit) for digit in range(10)] and card["batchnorm_folded"] is True
     assert card["source"]["step"] == 0 and len(card["source"]["sha256"]) == 64
     assert card["fusionjax_version"] == fusionjax.__version__ and card["jax_version"] == jax.__version__
     assert card["verification"]["relative_error"] <= artifact.FLOAT32_TOLERANCE
@@ -117,9 +118,9 @@ def test_workdir_without_checkpoint(workdir, tmp_path, capsys):
     out_dir.mkdir()
     refused(capsys, out_dir, empty, "--format", "onnx", "--out", out_dir / "m.onnx", message="no checkpoints")
     refused(capsys, out_dir, workdir[0], "--format", "onnx", "--out", out_dir / "m.onnx", "--checkpoint", "7",
-            message="No checkpoint '7'")
+            message="no checkpoint at step 7; kept steps: [0]")
     refused(capsys, out_dir, tmp_path / "nothing", "--format", "onnx", "--out", out_dir / "m.onnx",
-            message="neither a training workdir")
+            message="does not exist")
 
 
 def test_image_size_the_model_cannot_take(workdir, tmp_path, capsys):
@@ -135,11 +136,17 @@ def test_failed_verification_leaves_no_file(workdir, tmp_path, capsys, monkeypat
 
 
 def test_existing_file_is_kept(workdir, tmp_path, capsys):
+    """--force replaces an earlier export (a file with its card), never another file."""
     out = tmp_path / "m.onnx"
     out.write_bytes(b"earlier")
+    for force in ((), ("--force",)):
+        assert run(workdir[0], "--format", "onnx", "--out", out, *force) == 1
+        assert "not an earlier export" in capsys.readouterr().err
+        assert out.read_bytes() == b"earlier" and not artifact.card_path(out).exists()
+    out.unlink()
+    assert run(workdir[0], "--format", "onnx", "--out", out) == 0
     assert run(workdir[0], "--format", "onnx", "--out", out) == 1
     assert "pass --force" in capsys.readouterr().err
-    assert out.read_bytes() == b"earlier" and not artifact.card_path(out).exists()
     assert run(workdir[0], "--format", "onnx", "--out", out, "--force") == 0
     assert onnx.load(out).graph.input[0].name == "images"
 
@@ -167,7 +174,7 @@ def test_converted_checkpoint(tmp_path, capsys):
     assert run(converted, "--format", "onnx", "--out", out, "--image-size", 32, "--verify") == 0
     card = json.loads(artifact.card_path(out).read_text())
     assert card["architecture"] == "resnet18" and card["input"]["shape"] == [None, 32, 32, 3]
-    assert card["source"]["kind"] == "fusionjax-convert checkpoint"
+    assert card["source"]["kind"] == "converted"
     out.unlink()
     artifact.card_path(out).unlink()
     refused(capsys, out_dir, converted, "--format", "onnx", "--out", out, "--int8", message="calibrates on")

@@ -117,14 +117,17 @@ def test_no_import_cycles():
 
 
 # What each layer of the library may import from the package (besides itself and the top-level `fusionjax`,
-# whose __init__ imports only the core). Models → blocks → fusion/layers → kernels; the converter, exporters and
-# analysis read the core; the trainer reads the library; nothing reads the trainer.
-CORE = ("fusionjax.kernels", "fusionjax.layers", "fusionjax.fusion", "fusionjax.blocks", "fusionjax.models")
+# whose __init__ imports only the core). Models → blocks → fusion/layers → kernels, each checking its arguments
+# with fusionjax.arguments; the converter, exporters and analysis read the core; the trainer reads the library;
+# nothing reads the trainer.
+CORE = ("fusionjax.arguments", "fusionjax.kernels", "fusionjax.layers", "fusionjax.fusion", "fusionjax.blocks",
+        "fusionjax.models")
 ALLOWED = {
+    "fusionjax.arguments": (),
     "fusionjax.kernels": ("fusionjax.kernels",),
-    "fusionjax.layers": ("fusionjax.kernels",),
+    "fusionjax.layers": ("fusionjax.kernels", "fusionjax.arguments"),
     "fusionjax.fusion": ("fusionjax.layers",),
-    "fusionjax.blocks": ("fusionjax.fusion", "fusionjax.layers"),
+    "fusionjax.blocks": ("fusionjax.fusion", "fusionjax.layers", "fusionjax.arguments"),
     "fusionjax.models": CORE,
 }
 

@@ -4,9 +4,11 @@ Configs are ml_collections config files overridable flag by flag, the Flax examp
 
     fusionjax-train --config configs/digits.py --workdir /tmp/digits --config.num_epochs=10
 
-``--config`` takes a file's path or a shipped config's name (``--config digits``). Errors the user fixes (a config
-field, a flag, the data, the workdir: ``errors.UserError``) print as ``error: …`` with exit status 1; anything else
-is a bug and keeps its traceback. This module lives inside ``fusionjax``, so importing it runs ``import fusionjax``
+``--config`` takes a file's path or a shipped config's name (``--config digits``), and every field of a config can
+be set from the command line (optional fields are typed ``ml_collections`` placeholders). Each command's line is
+parsed by its ``parse_*`` function, which its ``main`` runs and which parses alone, running nothing. Errors the user
+fixes (a config field, a flag, the data, the workdir: ``errors.UserError``) print as ``error: …`` with exit status
+1; anything else is a bug and keeps its traceback. This module lives inside ``fusionjax``, so importing it runs ``import fusionjax``
 before anything starts JAX's backend, as the library's process-wide settings need. The user's guide:
 ``docs/training.md``.
 """
@@ -22,6 +24,7 @@ from absl import app, flags
 from ml_collections import config_flags
 
 import fusionjax.configs
+from fusionjax import writes
 from fusionjax.train import host
 from fusionjax.train.errors import ConfigError, UserError
 
@@ -79,6 +82,19 @@ def check_overrides(config, keys: list[str]) -> None:
         raise ConfigError(
             f"{', '.join(hints)}: no such config field. The config's fields: {', '.join(fields)}, and "
             + ", ".join(f"{f}.<any create_model option>" for f in OPEN_FIELDS) + ".")
+    untyped = [key for key in keys if key in fields and _field_type(config, key) is type(None)]
+    if untyped:
+        raise ConfigError(
+            f"{', '.join(f'--config.{key}' for key in untyped)}: the config sets this field to a plain None, which "
+            "has no type to read a value as. Declare it in the config file as a typed placeholder, e.g. "
+            "config_dict.placeholder(str) (from ml_collections import config_dict), as configs/common.py does.")
+
+
+def _field_type(config, key: str) -> type:
+    *parents, name = key.split(".")
+    for parent in parents:
+        config = config[parent]
+    return config.get_type(name)
 
 
 _CONFIG_FLAG = re.compile(r"^--?config(=(?P<value>.*))?$")
@@ -110,29 +126,30 @@ def _resolve_config_flag(argv: list[str]) -> list[str]:
 # Flags the command lines share: the host's process-wide set-up.
 
 
-def _define_host_flags() -> list[str]:
+def _define_host_flags(flag_values: flags.FlagValues) -> list[str]:
     flags.DEFINE_integer(
         "cpu_devices", 1, "On CPU: run the host as this many XLA devices and shard each batch over them, as over "
         "GPUs (one per core is the useful most; batch sizes must divide). Ignored when JAX runs on a GPU or TPU. "
-        "See docs/multi-host.md.", lower_bound=1)
+        "See docs/multi-host.md.", lower_bound=1, flag_values=flag_values)
     flags.DEFINE_bool(
         "reuse_freed_host_memory", False, "On CPU with glibc's malloc: keep the host memory freed between steps in "
         "the process instead of returning it to the kernel (fusionjax.train.host.reuse_freed_host_memory): faster "
         "steps in long runs, slower compiling, the peak heap held until exit. Preloading tcmalloc does better where "
-        "you can install it. See docs/cpu-performance.md.")
+        "you can install it. See docs/cpu-performance.md.", flag_values=flag_values)
     flags.DEFINE_bool("distributed", False, "Call jax.distributed.initialize() with the process count and index "
-                      "of the detected cluster (SLURM, Open MPI, Kubernetes, TPU pods).")
+                      "of the detected cluster (SLURM, Open MPI, Kubernetes, TPU pods).", flag_values=flag_values)
     flags.DEFINE_string("coordinator_address", None, "Multi-process launch without a cluster manager: host:port of "
-                        "process 0, with --num_processes and --process_id.")
-    flags.DEFINE_integer("num_processes", None, "Multi-process launch: the number of processes (hosts).")
-    flags.DEFINE_integer("process_id", None, "Multi-process launch: this process's index, 0 to num_processes - 1.")
+                        "process 0, with --num_processes and --process_id.", flag_values=flag_values)
+    flags.DEFINE_integer("num_processes", None, "Multi-process launch: the number of processes (hosts).",
+                         flag_values=flag_values)
+    flags.DEFINE_integer("process_id", None, "Multi-process launch: this process's index, 0 to num_processes - 1.",
+                         flag_values=flag_values)
     return ["cpu_devices", "reuse_freed_host_memory", "distributed", "coordinator_address", "num_processes",
             "process_id"]
 
 
-def _set_up_host() -> None:
+def _set_up_host(args: flags.FlagValues) -> None:
     """Process-wide, before JAX's backend starts: the allocator, the CPU device count, a multi-process run."""
-    args = flags.FLAGS
     if args.reuse_freed_host_memory and not host.reuse_freed_host_memory():
         print(f"--reuse_freed_host_memory changes nothing: this process's malloc is {host.host_malloc()}, not "
               "glibc's.", file=sys.stderr)
@@ -150,52 +167,79 @@ def _quiet_libraries() -> None:
         logging.set_verbosity(logging.WARNING)
 
 
-def _describe_for_help(usage: str, flag_names: list[str]) -> None:
-    """absl's --help prints the main module's docstring and key flags; entry points have neither."""
-    sys.modules["__main__"].__doc__ = usage
-    for name in flag_names:
-        flags.FLAGS.register_key_flag_for_module(sys.argv[0], flags.FLAGS[name])
+def _key_flags_for_help(flag_values: flags.FlagValues, names: list[str]) -> None:
+    """absl's --help lists the main module's key flags; an entry point has none of its own."""
+    for name in names:
+        flag_values.register_key_flag_for_module(sys.argv[0], flag_values[name])
 
 
-def _no_arguments(argv) -> None:
-    if len(argv) > 1:
-        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+def _no_arguments(arguments: list[str], command: str) -> None:
+    if len(arguments) > 1:
+        raise ConfigError(f"{command} takes flags only, got the argument(s) {' '.join(arguments[1:])}; write each "
+                          "setting as --NAME=VALUE (--config.KEY=VALUE for a config field).")
+
+
+def _run(main, parse, usage: str) -> None:
+    """``app.run(main)`` with ``parse`` as its flag parser on the process's flags; ``main`` receives what ``parse``
+    returns. A mistake in the command line prints as one ``error: …`` line."""
+    def flags_parser(argv: list[str]) -> list:
+        try:
+            return [argv[0], parse(argv, flags.FLAGS)]
+        except UserError as error:
+            sys.exit(f"error: {error}")
+        except flags.Error as error:
+            sys.exit(f"error: {error} (--help lists the flags)")
+
+    sys.modules["__main__"].__doc__ = usage  # what absl's --help prints first
+    app.run(main, flags_parser=flags_parser)
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # fusionjax-train
 
 
-def _train(argv) -> None:
-    _no_arguments(argv)
-    _quiet_libraries()
-    try:
-        _set_up_host()
-        from fusionjax.train import trainer
-
-        trainer.train_and_evaluate(flags.FLAGS.config, flags.FLAGS.workdir)
-    except UserError as error:
-        sys.exit(f"error: {error}")
-
-
-def train_main() -> None:
-    try:
-        sys.argv = _resolve_config_flag(sys.argv)
-    except UserError as error:
-        sys.exit(f"error: {error}")
+def parse_train(argv: list[str], flag_values: flags.FlagValues | None = None) -> flags.FlagValues:
+    """fusionjax-train's command line ``argv`` (the program first) parsed into ``flag_values`` (default: new ones)
+    exactly as ``train_main`` parses it, nothing run: ``flag_values.config`` is the config with its overrides.
+    Raises ``UserError`` or absl's ``flags.Error``."""
+    flag_values = flags.FlagValues() if flag_values is None else flag_values
+    argv = _resolve_config_flag(argv)
     # Unlocked, so that --config.model_overrides.KEY may add a create_model option; _resolve_config_flag has
     # refused every other unknown key.
     config_flags.DEFINE_config_file(
-        "config", None, "Training config: a shipped config's name (listed above) or a config file's path; override "
-        "any field with --config.KEY=VALUE.", lock_config=False, accept_new_attributes=True)
-    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, TensorBoard events and plots.")
-    host_flags = _define_host_flags()
-    flags.mark_flags_as_required(["config", "workdir"])
-    _describe_for_help(
-        "Train a fusionjax model: fusionjax-train --config NAME_OR_FILE --workdir DIR [--config.KEY=VALUE ...]\n"
-        f"Shipped configs (in {CONFIGS_DIR}):\n  " + "\n  ".join(shipped_configs()),
-        ["config", "workdir", *host_flags])
-    app.run(_train)
+        "config", None, "Training config: a shipped config's name (listed above) or a config file's path. Every "
+        "field can be set with --config.KEY=VALUE in its type: --config.data_dir=/data, --config.image_size=160, "
+        "--config.piecewise_epochs='(30, 60)', --config.model_overrides.drop_path=0.1.",
+        flag_values=flag_values, lock_config=False, accept_new_attributes=True, sys_argv=argv)
+    flags.DEFINE_string("workdir", None, "Directory for checkpoints, metrics, TensorBoard events and plots.",
+                        flag_values=flag_values)
+    host_flags = _define_host_flags(flag_values)
+    flags.mark_flags_as_required(["config", "workdir"], flag_values)
+    _key_flags_for_help(flag_values, ["config", "workdir", *host_flags])
+    _no_arguments(flag_values(argv), "fusionjax-train")
+    return flag_values
+
+
+def _train(argv) -> None:
+    _, args = argv
+    _quiet_libraries()
+    try:
+        _set_up_host(args)
+        from fusionjax.train import trainer
+
+        writes.check_directory(args.workdir)
+        with writes.writing(args.workdir):
+            trainer.train_and_evaluate(args.config, args.workdir)
+    except UserError as error:
+        sys.exit(f"error: {error}")
+    except OSError as error:  # a full disk, a read-only or forbidden workdir, a file where it belongs
+        sys.exit(f"error: {writes.message(error)}")
+
+
+def train_main() -> None:
+    _run(_train, parse_train,
+         "Train a fusionjax model: fusionjax-train --config NAME_OR_FILE --workdir DIR [--config.KEY=VALUE ...]\n"
+         f"Shipped configs (in {CONFIGS_DIR}):\n  " + "\n  ".join(shipped_configs()))
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -203,7 +247,7 @@ def train_main() -> None:
 
 
 def _evaluate(args) -> str:
-    """Evaluate the run or converted checkpoint in ``--workdir``; the line to print."""
+    """Evaluate the run or converted checkpoint in ``--workdir``; the lines to print."""
     from fusionjax.train import trainer, workdir
 
     directory = Path(args.workdir)
@@ -211,7 +255,7 @@ def _evaluate(args) -> str:
         overrides = {"eval_split": args.split} if args.split else {}
         if args.batch_size:
             overrides["eval_batch_size"] = args.batch_size
-        result = trainer.evaluate_workdir(directory, args.checkpoint, args.ema, overrides)
+        result = trainer.evaluate_workdir(directory, args.checkpoint, args.ema, overrides, args.per_class)
         where = f"{directory} step {result['step']}"
     else:  # a fusionjax-convert directory (evaluate_converted explains what is missing otherwise)
         from fusionjax.configs import common
@@ -219,56 +263,90 @@ def _evaluate(args) -> str:
         config = common.get_config()
         config.update(dataset=args.dataset, data_dir=args.data_dir, eval_split=args.split,
                       image_size=args.image_size, eval_batch_size=args.batch_size or CONVERTED_EVAL_BATCH)
-        result = trainer.evaluate_converted(directory, config)
+        result = trainer.evaluate_converted(directory, config, args.per_class)
         where = f"{directory} on {args.dataset}"
-    return f"{where}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, loss {result['loss']:.4f}"
+    lines = [f"{where}: top-1 {result['top1']:.4f}, top-5 {result['top5']:.4f}, loss {result['loss']:.4f}"]
+    if args.per_class:
+        width = max(map(len, result["per_class"]))
+        lines += [f"  {name:<{width}}  top-1 {scores['top1']:.4f} of {scores['count']}"
+                  for name, scores in result["per_class"].items()]
+    return "\n".join(lines)
+
+
+def parse_eval(argv: list[str], flag_values: flags.FlagValues | None = None) -> flags.FlagValues:
+    """fusionjax-eval's command line ``argv`` parsed into ``flag_values`` (default: new ones) exactly as
+    ``eval_main`` parses it, nothing run. Raises ``UserError`` or absl's ``flags.Error``."""
+    flag_values = flags.FlagValues() if flag_values is None else flag_values
+    flags.DEFINE_string("workdir", None, "The --workdir of a fusionjax-train run, or a fusionjax-convert --out.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' (highest eval top-1) or a step number.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("split", None, "Split to evaluate; default: the run's config.eval_split.",
+                        flag_values=flag_values)
+    flags.DEFINE_bool("ema", False, "Evaluate the EMA of params and batch_stats (runs with config.ema_decay).",
+                      flag_values=flag_values)
+    flags.DEFINE_bool("per_class", False, "Also print each class's top-1 and image count, by class name.",
+                      flag_values=flag_values)
+    host_flags = _define_host_flags(flag_values)
+    flags.DEFINE_string("dataset", "imagenet2012", "Converted checkpoints: the tfds data set to evaluate on.",
+                        flag_values=flag_values)
+    flags.DEFINE_string("data_dir", None, "Converted checkpoints: tfds data_dir.", flag_values=flag_values)
+    flags.DEFINE_integer("image_size", 224, "Converted checkpoints: evaluation crop size.", flag_values=flag_values)
+    flags.DEFINE_integer("batch_size", None, "Global evaluation batch size; default: the run's "
+                         f"config.eval_batch_size, or {CONVERTED_EVAL_BATCH} for converted checkpoints.", lower_bound=1,
+                         flag_values=flag_values)
+    flags.mark_flag_as_required("workdir", flag_values)
+    _key_flags_for_help(flag_values, ["workdir", "checkpoint", "split", "ema", "per_class", *host_flags, "dataset",
+                                      "data_dir", "image_size", "batch_size"])
+    _no_arguments(flag_values(argv), "fusionjax-eval")
+    return flag_values
 
 
 def _eval(argv) -> None:
-    _no_arguments(argv)
+    _, args = argv
     _quiet_libraries()
     try:
-        _set_up_host()
-        print(_evaluate(flags.FLAGS))
+        _set_up_host(args)
+        with writes.writing(args.workdir):
+            writes.print_result(_evaluate(args))
     except UserError as error:
         sys.exit(f"error: {error}")
+    except OSError as error:
+        sys.exit(f"error: {writes.message(error)}")
 
 
 def eval_main() -> None:
-    flags.DEFINE_string("workdir", None, "The --workdir of a fusionjax-train run, or a fusionjax-convert --out.")
-    flags.DEFINE_string("checkpoint", "latest", "'latest', 'best' (highest eval top-1) or a step number.")
-    flags.DEFINE_string("split", None, "Split to evaluate; default: the run's config.eval_split.")
-    flags.DEFINE_bool("ema", False, "Evaluate the EMA of params and batch_stats (runs with config.ema_decay).")
-    host_flags = _define_host_flags()
-    flags.DEFINE_string("dataset", "imagenet2012", "Converted checkpoints: the tfds data set to evaluate on.")
-    flags.DEFINE_string("data_dir", None, "Converted checkpoints: tfds data_dir.")
-    flags.DEFINE_integer("image_size", 224, "Converted checkpoints: evaluation crop size.")
-    flags.DEFINE_integer("batch_size", None, "Global evaluation batch size; default: the run's "
-                         f"config.eval_batch_size, or {CONVERTED_EVAL_BATCH} for converted checkpoints.", lower_bound=1)
-    flags.mark_flag_as_required("workdir")
-    _describe_for_help("Evaluate a fusionjax-train run's checkpoint, or a fusionjax-convert directory on a tfds "
-                       "split: fusionjax-eval --workdir DIR",
-                       ["workdir", "checkpoint", "split", "ema", *host_flags, "dataset", "data_dir", "image_size",
-                        "batch_size"])
-    app.run(_eval)
+    _run(_eval, parse_eval, "Evaluate a fusionjax-train run's checkpoint, or a fusionjax-convert directory on a "
+                            "tfds split: fusionjax-eval --workdir DIR")
 
 
 # ----------------------------------------------------------------------------------------------------------------
 # fusionjax-plot
 
 
+def parse_plot(argv: list[str], flag_values: flags.FlagValues | None = None) -> Path:
+    """fusionjax-plot's command line ``argv`` parsed as ``plot_main`` parses it: the WORKDIR to plot."""
+    flag_values = flags.FlagValues() if flag_values is None else flag_values
+    arguments = flag_values(argv)
+    if len(arguments) != 2:
+        raise ConfigError(f"fusionjax-plot takes one WORKDIR, got {len(arguments) - 1} argument(s); usage: "
+                          "fusionjax-plot WORKDIR.")
+    return Path(arguments[1])
+
+
 def _plot(argv) -> None:
-    if len(argv) != 2:
-        raise app.UsageError("usage: fusionjax-plot WORKDIR")
+    _, directory = argv
     from fusionjax.train.metrics import plot_curves
 
     try:
-        print(plot_curves(Path(argv[1])).absolute())
+        with writes.writing(directory):
+            print(plot_curves(directory).absolute())
     except UserError as error:
         sys.exit(f"error: {error}")
+    except OSError as error:
+        sys.exit(f"error: {writes.message(error)}")
 
 
 def plot_main() -> None:
-    _describe_for_help("Plot a fusionjax-train run's training and evaluation curves into WORKDIR/curves.png "
-                       "and print its path: fusionjax-plot WORKDIR", [])
-    app.run(_plot)
+    _run(_plot, parse_plot, "Plot a fusionjax-train run's training and evaluation curves into WORKDIR/curves.png "
+                            "and print its path: fusionjax-plot WORKDIR")

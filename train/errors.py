@@ -1,5 +1,13 @@
 """Errors the user fixes, as opposed to bugs: the command lines print them as ``error: …`` and exit with status 1,
-without a traceback; any other exception keeps its traceback."""
+without a traceback; any other exception keeps its traceback. Faults the trainer repairs itself it reports with
+``warn``."""
+
+import sys
+
+
+def warn(message: str) -> None:
+    """``warning: …`` on stderr: what the trainer found wrong in a workdir, and what it did about it."""
+    print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 class UserError(Exception):
@@ -23,9 +31,18 @@ class WorkdirConflictError(UserError, RuntimeError):
     """The workdir holds another run; it is left untouched."""
 
 
+class WorkdirInUseError(WorkdirConflictError):
+    """A live process holds the workdir's lock: two runs never share a workdir."""
+
+
+class CheckpointError(UserError, ValueError):
+    """A saved checkpoint cannot be used: its files are unreadable (truncated, half deleted) or it holds NaN/Inf."""
+
+
 class RunNotFoundError(UserError, FileNotFoundError):
     """Where a command line looked there is no run, or not the part of it asked for (a checkpoint, the metrics)."""
 
 
 class TrainingDivergedError(UserError, RuntimeError):
-    """The training loss became NaN or Inf; nothing after the last good checkpoint was saved."""
+    """The training loss or a value of the train state became NaN or Inf; nothing after the last good checkpoint
+    was saved."""

@@ -2,10 +2,11 @@
 
 import json
 import math
+import os
 import sys
 from pathlib import Path
 
-from fusionjax.train.errors import RunNotFoundError
+from fusionjax.train.errors import RunNotFoundError, warn
 
 METRICS_FILE = "metrics.jsonl"
 PLOT_FILE = "curves.png"
@@ -32,8 +33,8 @@ def _summary_writer_class():
 class MetricWriter:
     """Appends ``{"step", "split", **scalars}`` lines to ``metrics.jsonl`` and the same scalars to TensorBoard.
 
-    A resumed run appends after the killed run's lines; readers keep the last record of each (split, step).
-    Only process 0 writes.
+    A resumed run appends after the killed run's lines, first dropping the torn last line a kill during a write
+    leaves; readers keep the last record of each (split, step). Only process 0 writes.
     """
 
     def __init__(self, workdir: Path, enabled: bool = True):
@@ -41,6 +42,7 @@ class MetricWriter:
         self.enabled = enabled
         self._tensorboard = None
         if enabled:
+            _drop_torn_line(self.path)
             self._tensorboard = _summary_writer_class()(str(Path(workdir) / "tensorboard"))
 
     def write(self, step: int, split: str, scalars: dict[str, float]) -> None:
@@ -58,17 +60,33 @@ class MetricWriter:
             self._tensorboard.close()
 
 
+def _drop_torn_line(path: Path) -> None:
+    """Cut a last line without its newline (a write the run's kill interrupted) off ``path``, with a warning."""
+    if not path.exists():
+        return
+    text = path.read_bytes()
+    kept = text.rfind(b"\n") + 1
+    if kept < len(text):
+        warn(f"{path}: dropping its torn last line {text[kept:][:80]!r}, left by a run killed while writing it.")
+        os.truncate(path, kept)
+
+
 def read_metrics(workdir: Path) -> dict[str, dict[int, dict[str, float]]]:
-    """``{split: {step: scalars}}`` from ``metrics.jsonl``; a later line for the same (split, step) wins."""
+    """``{split: {step: scalars}}`` from ``metrics.jsonl``; a later line for the same (split, step) wins, and a torn
+    line (a killed run's last) is skipped with a warning."""
     path = Path(workdir) / METRICS_FILE
     if not path.exists():
         raise RunNotFoundError(f"{path} does not exist: is {workdir} the --workdir of a fusionjax-train run?")
     runs: dict[str, dict[int, dict[str, float]]] = {}
-    for line in path.read_text().splitlines():
+    for number, line in enumerate(path.read_text(errors="replace").splitlines(), 1):
         if not line.strip():
             continue
-        record = json.loads(line)
-        step, split = record.pop("step"), record.pop("split")
+        try:
+            record = json.loads(line)
+            step, split = record.pop("step"), record.pop("split")
+        except (json.JSONDecodeError, AttributeError, KeyError):
+            warn(f"{path}, line {number}: skipping a torn line {line[:80]!r}, left by a run killed while writing it.")
+            continue
         runs.setdefault(split, {})[step] = record
     return runs
 

@@ -63,9 +63,18 @@ def weight_decay_mask(params) -> dict:
     return jax.tree_util.tree_map(lambda p: p.ndim > 1, params)
 
 
-def make_optimizer(config, updates_per_epoch: int, total_updates: int) -> tuple[optax.GradientTransformation,
-                                                                                 optax.Schedule]:
-    """``(transformation, schedule)``: clip → optimizer with masked decay, wrapped in MultiSteps to accumulate."""
+def _has_role(roles, role: str):
+    return jax.tree_util.tree_map(lambda r: r == role, roles)
+
+
+def make_optimizer(config, updates_per_epoch: int, total_updates: int, roles=None) -> tuple[
+        optax.GradientTransformation, optax.Schedule]:
+    """``(transformation, schedule)``: clip → optimizer with masked decay → the head's lr multiplier, frozen
+    parameters set apart, wrapped in MultiSteps to accumulate.
+
+    ``roles`` maps params to a tree of ``'frozen'``, ``'head'`` or ``'backbone'`` (``finetune.parameter_roles``);
+    it is needed when anything is frozen or ``config.head_lr_multiplier`` is not 1.
+    """
     schedule = learning_rate_schedule(config, updates_per_epoch, total_updates)
     mask = None if config.decay_norm_and_bias else weight_decay_mask
     wd = config.weight_decay
@@ -84,8 +93,22 @@ def make_optimizer(config, updates_per_epoch: int, total_updates: int) -> tuple[
         optimizer = optax.lamb(schedule, b1=config.b1, b2=config.b2, weight_decay=wd, mask=mask)
     else:
         raise ConfigError(f"config.optimizer={name!r} is not one of {', '.join(OPTIMIZERS)}.")
+    if config.head_lr_multiplier < 0:
+        raise ConfigError(f"config.head_lr_multiplier={config.head_lr_multiplier} must be >= 0: the classifier's "
+                          "learning rate over the backbone's.")
+    if config.head_lr_multiplier != 1:
+        # Every optimizer's update is -lr × (a direction), so scaling the head's update is a head lr of lr × m.
+        optimizer = optax.chain(optimizer, optax.masked(optax.scale(config.head_lr_multiplier),
+                                                        lambda params: _has_role(roles(params), "head")))
     if config.grad_clip_norm:
         optimizer = optax.chain(optax.clip_by_global_norm(config.grad_clip_norm), optimizer)
+    if config.freeze:
+        # The optimizer never sees frozen parameters (no state, no weight decay, not in the clipped norm), as
+        # torch's requires_grad=False parameters; their updates are zero.
+        optimizer = optax.multi_transform(
+            {"frozen": optax.set_to_zero(), "trained": optimizer},
+            lambda params: jax.tree_util.tree_map(lambda role: "frozen" if role == "frozen" else "trained",
+                                                  roles(params)))
     if config.grad_accum_steps > 1:
         optimizer = optax.MultiSteps(optimizer, every_k_schedule=config.grad_accum_steps)
     return optimizer, schedule

@@ -2,7 +2,8 @@
 
 Read top to bottom: the train state and its shardings; what runs on device (the train step, the eval step); the
 host loop (``train_and_evaluate``); evaluating a saved run (``evaluate_workdir``) or a converted checkpoint.
-The workdir and its checkpoints are ``workdir``'s, the input pipelines ``data``'s, the optimizer ``optim``'s.
+The workdir and its checkpoints are ``workdir``'s, the input pipelines ``data``'s, the optimizer ``optim``'s, the
+weights a run starts from and the parts it freezes ``finetune``'s.
 
 Parallelism. The mesh has one axis, ``'data'``, over ``jax.devices()`` (all hosts). The batch is sharded on it;
 params, BatchNorm statistics, optimizer state and EMA are replicated, or with ``config.fsdp`` sharded on their
@@ -28,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import flax
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import ml_collections
@@ -37,8 +39,10 @@ import orbax.checkpoint as ocp
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 import fusionjax
-from fusionjax.train import data, metrics as metrics_lib, optim, workdir as workdir_lib
-from fusionjax.train.errors import ConfigError, DataError, RunNotFoundError, TrainingDivergedError
+from fusionjax import cards, checkpoints
+from fusionjax.arguments import ModelArgumentError
+from fusionjax.train import data, finetune, metrics as metrics_lib, optim, workdir as workdir_lib
+from fusionjax.train.errors import ConfigError, RunNotFoundError, TrainingDivergedError
 from fusionjax.train.mixup import mix_batch
 
 DTYPES = {"float32": jnp.float32, "bfloat16": jnp.bfloat16}
@@ -73,6 +77,7 @@ class Setup:
     micro_batch_size: int
     updates_per_epoch: int
     total_steps: int  # micro-steps
+    frozen_norms: frozenset = frozenset()  # config.freeze_batch_stats: norm layers kept as loaded (finetune)
 
 
 def make_mesh(devices=None) -> Mesh:
@@ -88,7 +93,7 @@ def build_model(config, num_classes: int):
         return fusionjax.create_model(config.model, num_classes=num_classes, dtype=DTYPES[config.dtype], **overrides)
     except fusionjax.UnknownModelError as error:
         raise ConfigError(f"config.model: {error.args[0]}") from error
-    except TypeError as error:  # create_model names the unknown options and the ones the model takes
+    except (TypeError, ModelArgumentError) as error:  # an unknown option (with the ones the model takes), a bad value
         raise ConfigError(f"config.model_overrides: {error}") from error
 
 
@@ -117,9 +122,15 @@ def make_setup(config, mesh: Mesh | None = None, info: data.DatasetInfo | None =
     if updates_per_epoch == 0:
         raise ConfigError(f"config.batch_size={config.batch_size} exceeds the {info.num_train} training examples.")
     total_updates = config.num_train_steps or math.ceil(config.num_epochs * updates_per_epoch)
-    tx, schedule = optim.make_optimizer(config, updates_per_epoch, total_updates)
-    return Setup(config, info, build_model(config, info.num_classes), tx, schedule, mesh, micro,
-                 updates_per_epoch, total_updates * accum)
+    model = build_model(config, info.num_classes)
+    roles, frozen = None, frozenset()
+    if config.freeze or config.head_lr_multiplier != 1:
+        layout = finetune.ModelLayout.of(model, info.image_shape)
+        frozen = layout.frozen_paths(config.freeze)
+        roles = finetune.parameter_roles(layout, frozen)
+    tx, schedule = optim.make_optimizer(config, updates_per_epoch, total_updates, roles)
+    norms = finetune.frozen_norms(frozen) if config.freeze_batch_stats else frozenset()
+    return Setup(config, info, model, tx, schedule, mesh, micro, updates_per_epoch, total_updates * accum, norms)
 
 
 def _fsdp_spec(shape: tuple[int, ...], num_devices: int) -> P:
@@ -186,11 +197,14 @@ def make_train_step(setup: Setup):
     config, model, tx, schedule = setup.config, setup.model, setup.tx, setup.schedule
     num_classes, groups, accum = setup.info.num_classes, config.bn_groups, config.grad_accum_steps
     base_key = jax.random.key(config.seed)
+    abstract = abstract_state(setup)
+    frozen_statistics = finetune.statistics_mask(abstract.batch_stats, setup.frozen_norms)
 
     def forward(params, batch_stats, images, key):
         def apply(x, k):
-            return model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
-                               mutable=["batch_stats"], rngs={"dropout": k})
+            with nn.intercept_methods(finetune.running_statistics_for(setup.frozen_norms)):
+                return model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                   mutable=["batch_stats"], rngs={"dropout": k})
 
         if not groups:
             logits, updates = apply(images, key)
@@ -210,6 +224,9 @@ def make_train_step(setup: Setup):
             return optax.softmax_cross_entropy(logits, targets).mean(), (logits, batch_stats)
 
         (loss, (logits, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(state.params)
+        if setup.frozen_norms:  # exactly as loaded, whatever the group averaging rounds
+            batch_stats = jax.tree_util.tree_map(lambda keep, old, new: old if keep else new, frozen_statistics,
+                                                 state.batch_stats, batch_stats)
         updates, opt_state = tx.update(grads, state.opt_state, state.params)
         params = optax.apply_updates(state.params, updates)
         ema = state.ema
@@ -227,22 +244,28 @@ def make_train_step(setup: Setup):
         }
         new_state = state.replace(step=state.step + 1, params=params, batch_stats=batch_stats,
                                   opt_state=opt_state, ema=ema)
+        # BatchNorm's running statistics can overflow while the loss stays finite: every value is checked.
+        step_metrics["finite"] = checkpoints.all_finite(new_state)
         return new_state, step_metrics
 
-    shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract_state(setup))
+    shardings = jax.tree_util.tree_map(lambda x: x.sharding, abstract)
     return jax.jit(train_step, in_shardings=(shardings, batch_sharding(setup.mesh)),
                    out_shardings=(shardings, NamedSharding(setup.mesh, P())), donate_argnums=0)
 
 
 def make_eval_step(model, mesh: Mesh):
-    """``eval_step(variables, batch) -> sums`` of loss, top-1, top-5 and count over the real (mask 1) examples."""
+    """``eval_step(variables, batch) -> sums`` of loss, top-1, top-5 and count over the real (mask 1) examples,
+    and per class (``class_top1``, ``class_count``: one entry per class)."""
 
     def eval_step(variables, batch):
         logits = model.apply(variables, batch["image"], train=False)
         mask, labels = batch["mask"], batch["label"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
-        return {"loss": (loss * mask).sum(), "top1": (_top_k_correct(logits, labels, 1) * mask).sum(),
-                "top5": (_top_k_correct(logits, labels, 5) * mask).sum(), "count": mask.sum()}
+        top1 = _top_k_correct(logits, labels, 1) * mask
+        classes = jax.nn.one_hot(labels, logits.shape[-1])
+        return {"loss": (loss * mask).sum(), "top1": top1.sum(),
+                "top5": (_top_k_correct(logits, labels, 5) * mask).sum(), "count": mask.sum(),
+                "class_top1": top1 @ classes, "class_count": mask @ classes}
 
     return jax.jit(eval_step, out_shardings=NamedSharding(mesh, P()))
 
@@ -257,16 +280,24 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
     return {k: jax.make_array_from_process_local_data(sharding, np.asarray(v)) for k, v in local_batch.items()}
 
 
-def evaluate(config, mesh: Mesh, eval_step, variables) -> dict[str, float]:
-    """Loss, top-1 and top-5 over ``config.eval_split`` (padding excluded)."""
+def evaluate(description: data.DataDescription, batch_size: int, mesh: Mesh, eval_step, variables,
+             per_class: bool = False) -> dict[str, float]:
+    """Loss, top-1 and top-5 over the eval split of ``description`` (padding excluded); with ``per_class`` also
+    ``per_class``: ``{class name: {"top1", "count"}}`` for every class the split holds."""
     totals = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
-    for batch in data.eval_batches(config, global_batch_size=config.eval_batch_size,
-                                   process_index=jax.process_index(), process_count=jax.process_count()):
+    class_top1 = class_count = 0.0
+    for batch in data.eval_batches(description, global_batch_size=batch_size, process_index=jax.process_index(),
+                                   process_count=jax.process_count()):
         sums = jax.device_get(eval_step(variables, global_batch(batch, mesh)))
         for k in totals:
             totals[k] += float(sums[k])
+        class_top1, class_count = class_top1 + sums["class_top1"], class_count + sums["class_count"]
     count = totals.pop("count")
-    return {k: v / count for k, v in totals.items()}
+    result = {k: v / count for k, v in totals.items()}
+    if per_class:
+        result["per_class"] = {name: {"top1": float(class_top1[i] / class_count[i]), "count": int(class_count[i])}
+                               for i, name in enumerate(description.classes) if class_count[i]}
+    return result
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -294,7 +325,7 @@ class _Sigterm:
 
 
 class _TrainLog:
-    """Collects per-step metrics on device and turns them into logged means; stops on a NaN/Inf loss."""
+    """Collects per-step metrics on device and turns them into logged means; stops on a NaN/Inf loss or state."""
 
     def __init__(self, writer: metrics_lib.MetricWriter, batch_size: int, manager: ocp.CheckpointManager):
         self.writer, self.batch_size, self.manager = writer, batch_size, manager
@@ -302,23 +333,27 @@ class _TrainLog:
         self.input_seconds = 0.0
         self.started = time.perf_counter()
 
-    def check(self) -> list[tuple[int, dict]]:
-        """Fetch pending metrics; raise ``TrainingDivergedError`` naming the first step with a non-finite loss."""
+    def check(self, state: TrainState) -> list[tuple[int, dict]]:
+        """Fetch pending metrics; raise ``TrainingDivergedError`` naming the first step whose loss or new state (the
+        train step's ``finite`` flag: params, BatchNorm statistics, optimizer state, EMA) holds NaN/Inf."""
         fetched = [(step, jax.device_get(m)) for step, m in self.pending]
         for step, m in fetched:
-            if not np.isfinite(m["loss"]):
-                self.manager.wait_until_finished()
-                last = self.manager.latest_step()
-                kept = (f"the last good checkpoint, step {last}, is kept in {self.manager.directory}"
-                        if last is not None else "no checkpoint had been saved yet")
-                raise TrainingDivergedError(
-                    f"Training loss is {float(m['loss'])} at step {step}; stopped, and {kept}. Lower "
-                    "config.learning_rate, add config.warmup_epochs or config.grad_clip_norm, or try "
-                    "config.dtype='float32'.")
+            if np.isfinite(m["loss"]) and m["finite"]:
+                continue
+            cause = (f"Training loss is {float(m['loss'])} at step {step}" if not np.isfinite(m["loss"]) else
+                     f"The train state holds NaN/Inf from step {step} on (at step {int(state.step)}: "
+                     f"{checkpoints.describe_nonfinite(state)})")
+            self.manager.wait_until_finished()
+            last = self.manager.latest_step()
+            kept = (f"the last good checkpoint, step {last}, is kept in {self.manager.directory}"
+                    if last is not None else "no checkpoint had been saved yet")
+            raise TrainingDivergedError(
+                f"{cause}; stopped, and {kept}. Lower config.learning_rate, add config.warmup_epochs or "
+                "config.grad_clip_norm, or try config.dtype='float32'.")
         return fetched
 
-    def write(self) -> dict[str, float]:
-        fetched = self.check()
+    def write(self, state: TrainState) -> dict[str, float]:
+        fetched = self.check(state)
         self.pending = []
         seconds = time.perf_counter() - self.started
         images = self.batch_size * len(fetched)
@@ -334,32 +369,54 @@ class _TrainLog:
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -> TrainState:
     """Train (or resume) the run of ``config`` in ``workdir``; returns the final state.
 
-    Stops early, after saving a checkpoint, on SIGTERM; raises ``TrainingDivergedError`` on a NaN/Inf loss
-    and ``WorkdirConflictError`` when ``workdir`` holds another config's run.
+    Stops early, after saving a checkpoint, on SIGTERM; raises ``TrainingDivergedError`` on a NaN/Inf loss or
+    state, ``WorkdirConflictError`` when ``workdir`` holds another config's run or another live run holds it, and
+    ``CheckpointError`` when no kept checkpoint restores (docs/reliability.md).
     """
+    workdir = Path(workdir)
+    data.catalog.parse_dataset(config.dataset)  # a missing or malformed name fails before any weights are read
+    source = finetune.prepare(config, workdir)
+    workdir_lib.check_workdir(workdir, config)  # before the data is read; config.json is written once it loaded
+    description = data.describe(config, workdir=workdir, normalization=source.normalization if source else None,
+                                log=print if jax.process_index() == 0 else None)
+    setup = make_setup(config, info=description.info)
+    with workdir_lib.claim_workdir(workdir, config):
+        if jax.process_index() == 0:
+            description.save(workdir)
+            if description.skipped_images:
+                print(f"Skipped {len(description.skipped_images)} unreadable image(s) (config.skip_bad_images), "
+                      f"listed in {workdir / cards.WORKDIR_CARD}.", flush=True)
+        return _train_in_claimed_workdir(config, workdir, setup, source, description)
+
+
+def _train_in_claimed_workdir(config, workdir: Path, setup: Setup, source,
+                              description: data.DataDescription) -> TrainState:
+    """``train_and_evaluate`` once the workdir is this run's: resume (or start), train, evaluate, checkpoint."""
     from tqdm import tqdm
 
-    workdir = Path(workdir)
-    setup = make_setup(config)
-    workdir_lib.claim_workdir(workdir, config)
+    is_main = jax.process_index() == 0
+    workdir_lib.remove_remnants(workdir)
     manager = workdir_lib.checkpoint_manager(workdir, config)
-    restored_step = manager.latest_step()
-    if restored_step is None:
+    restored = workdir_lib.restore_latest(manager, abstract_state(setup))
+    if restored is None:
         state = init_state(setup)
+        if source is not None:
+            loaded = finetune.initial_variables(source, state.variables(),
+                                                log=functools.partial(print, flush=True) if is_main else None)
+            state = init_state(setup, loaded)
     else:
-        state = workdir_lib.restore_checkpoint(manager, restored_step, abstract_state(setup))
+        state = restored
     start = int(state.step)
     train_step, eval_step = make_train_step(setup), make_eval_step(setup.model, setup.mesh)
-    is_main = jax.process_index() == 0
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
     log = _TrainLog(writer, setup.micro_batch_size, manager)
-    batches = data.train_batches(config, seed=config.seed, global_batch_size=setup.micro_batch_size,
+    batches = data.train_batches(description, seed=config.seed, global_batch_size=setup.micro_batch_size,
                                  start_step=start, process_index=jax.process_index(),
                                  process_count=jax.process_count())
     steps_per_epoch = setup.updates_per_epoch * config.grad_accum_steps
     eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
     if is_main:
-        where = f"resuming from step {start}" if restored_step is not None else "starting"
+        where = f"resuming from step {start}" if restored is not None else "starting"
         print(f"{config.model} on {setup.info.name}: {setup.total_steps} steps of {setup.micro_batch_size} "
               f"examples on {setup.mesh.size} device(s), {where}; workdir {workdir.absolute()}", flush=True)
     progress = tqdm(total=setup.total_steps, initial=start, unit="step", dynamic_ncols=True,
@@ -372,31 +429,35 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
                 batch = global_batch(next(batches), setup.mesh)
                 log.input_seconds += time.perf_counter() - fetch_started
                 state, step_metrics = train_step(state, batch)
+                if not manager.is_saving_in_progress():  # then this does not wait: it raises a failed save's error
+                    manager.wait_until_finished()  # now, not at the next save
                 log.pending.append((step, step_metrics))
                 progress.update(1)
                 last = step == setup.total_steps
                 stop = sigterm.received or (jax.process_count() > 1 and manager.reached_preemption(step))
                 if step % config.log_every_steps == 0 or last or stop:
-                    logged = log.write()
+                    logged = log.write(state)
                     progress.set_postfix(loss=f"{logged['loss']:.3f}", top1=f"{logged['top1']:.3f}", refresh=False)
                 evaluate_now = step % eval_every == 0 or last
                 if evaluate_now:
-                    log.check()
-                    eval_metrics = evaluate(config, setup.mesh, eval_step, state.variables())
+                    log.check(state)
+                    eval_metrics = evaluate(description, config.eval_batch_size, setup.mesh, eval_step,
+                                            state.variables())
                     if state.ema is not None:
-                        ema_metrics = evaluate(config, setup.mesh, eval_step, state.variables(ema=True))
+                        ema_metrics = evaluate(description, config.eval_batch_size, setup.mesh, eval_step,
+                                               state.variables(ema=True))
                         eval_metrics.update({f"ema_{k}": v for k, v in ema_metrics.items()})
                     writer.write(step, "eval", eval_metrics)
                     progress.write(f"step {step}: " + ", ".join(f"eval {k} {v:.4f}" for k, v in eval_metrics.items()))
                 if evaluate_now or step % config.checkpoint_every_steps == 0 or stop:
-                    log.check()  # never save parameters that a NaN/Inf loss has reached
+                    log.check(state)  # never save a state that holds NaN/Inf, or that a NaN/Inf loss reached
                     ranking = {"top1": eval_metrics["top1"]} if evaluate_now else None
                     workdir_lib.save_checkpoint(manager, state, ranking)
                 if stop:
                     progress.write(f"SIGTERM: saved step {step} in {manager.directory}; rerun the same command "
                                    "to resume.")
                     break
-        manager.wait_until_finished()
+        workdir_lib.finish_saving(manager)
     finally:
         progress.close()
         writer.close()
@@ -411,36 +472,42 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str | Path) -
 
 
 def evaluate_workdir(workdir: str | Path, checkpoint: str = "latest", ema: bool = False,
-                     overrides: dict | None = None) -> dict[str, float]:
+                     overrides: dict | None = None, per_class: bool = False) -> dict[str, float]:
     """Evaluate a trained run's checkpoint (``'latest'``, ``'best'`` or a step number) on its eval split.
 
-    ``overrides`` change bookkeeping fields of the run's config, e.g. ``{'eval_split': 'train'}``.
+    ``overrides`` change bookkeeping fields of the run's config, e.g. ``{'eval_split': 'train'}``; ``per_class``
+    adds each class's top-1 (``evaluate``).
     """
     workdir = Path(workdir)
     config = workdir_lib.load_workdir_config(workdir)
     config.update_from_flattened_dict(overrides or {})
     if ema and not config.ema_decay:
         raise ConfigError(f"The run in {workdir} kept no EMA (config.ema_decay = 0); evaluate without --ema.")
-    setup = make_setup(config, training=False)
+    # The run's own data: its normalization and, for folder data, its files, from the workdir.
+    description = data.describe(config, workdir=workdir)
+    setup = make_setup(config, info=description.info, training=False)
     manager = workdir_lib.checkpoint_manager(workdir, config, read_only=True)
     step = workdir_lib.find_checkpoint(manager, checkpoint)
     state = workdir_lib.restore_checkpoint(manager, step, abstract_state(setup))
     manager.close()
-    result = evaluate(config, setup.mesh, make_eval_step(setup.model, setup.mesh), state.variables(ema=ema))
+    result = evaluate(description, config.eval_batch_size, setup.mesh, make_eval_step(setup.model, setup.mesh),
+                      state.variables(ema=ema), per_class)
     return {"step": step, **result}
 
 
-def evaluate_converted(directory: str | Path, config) -> dict[str, float]:
-    """Evaluate a ``fusionjax-convert`` output directory on the data set and split that ``config`` names."""
-    from fusionjax.convert import ConversionError, load_pretrained
+def evaluate_converted(directory: str | Path, config, per_class: bool = False) -> dict[str, float]:
+    """Evaluate a ``fusionjax-convert`` output directory on the data set and split that ``config`` names, its images
+    normalized as the directory's card says; ``per_class`` adds each class's top-1 (``evaluate``)."""
+    from fusionjax import sources
 
     try:
-        model, variables = load_pretrained(directory)
-    except FileNotFoundError as error:
-        raise RunNotFoundError(f"{error} Nor is it a fusionjax-train workdir: it has no "
-                               f"{workdir_lib.CONFIG_FILE}.") from error
-    except ConversionError as error:  # the saved variables do not fit the architecture its card names
-        raise DataError(f"{directory}: {error}") from error
+        source = sources.load(directory)
+    except sources.SourceError as error:
+        raise RunNotFoundError(str(error)) from None
+    if source.kind != "converted":
+        raise ConfigError(f"{directory} holds {source.kind} weights; fusionjax-eval --workdir takes a fusionjax-train "
+                          "workdir or a fusionjax-convert directory.")
+    description = data.describe(config, normalization=source.normalization, channels=source.image_shape[-1])
     mesh = make_mesh()
-    variables = jax.device_put(variables, NamedSharding(mesh, P()))
-    return evaluate(config, mesh, make_eval_step(model, mesh), variables)
+    model, variables = source.model(), jax.device_put(source.variables, NamedSharding(mesh, P()))
+    return evaluate(description, config.eval_batch_size, mesh, make_eval_step(model, mesh), variables, per_class)

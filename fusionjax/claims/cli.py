@@ -42,7 +42,8 @@ def _load() -> str:
         return "unknown"
 
 
-def _parse(argv: list[str] | None) -> argparse.Namespace:
+def parse(argv: list[str] | None) -> argparse.Namespace:
+    """The command line's arguments, checked: ``ids`` are the claims to run."""
     parser = argparse.ArgumentParser(
         prog="fusionjax-claims", description=__doc__,
         formatter_class=argparse.RawDescriptionHelpFormatter, epilog="Claim IDs: " + ", ".join(CLAIMS))
@@ -73,7 +74,7 @@ def _merge(earlier: dict, outcomes: dict, run: dict) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parse(argv)
+    args = parse(argv)
     import jax
 
     args.out.mkdir(parents=True, exist_ok=True)

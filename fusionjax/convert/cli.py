@@ -7,11 +7,12 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionjax import writes
 from fusionjax.convert import frameworks
-from fusionjax.convert.checkpoint import write_converted
+from fusionjax.convert.checkpoint import check_replaceable, write_converted
 from fusionjax.convert.errors import ConversionError
 from fusionjax.convert.torch_files import sha256
-from fusionjax.models.registry import UnknownModelError
+from fusionjax.models.registry import UnknownModelError, list_models
 
 VERIFY_IMAGES = 2  # random N(0, 1) images, the scale of normalized ImageNet inputs, seed 0
 FILES = {"torchvision": ".pth/.pt or .safetensors", "timm": ".pth/.pt or .safetensors",
@@ -27,27 +28,39 @@ def _parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--from", dest="source", choices=frameworks.SOURCES, default="torchvision",
                         help="the library the weights come from (default: torchvision)")
-    parser.add_argument("arch", help="the library's model name, e.g. resnet50 (torchvision), resnet50d or seresnet50 "
-                                     "(timm), ResNet50V2 (keras); or the zoo's name")
+    parser.add_argument("arch", help="the library's model name, e.g. resnet50 (torchvision), resnet50d, seresnet18 or "
+                                     "any other timm ResNet or DenseNet the zoo expresses (timm), ResNet50V2 (keras); "
+                                     "or the zoo's name")
     parser.add_argument("checkpoint", type=Path, metavar="file",
                         help="the weights: " + "; ".join(f"{k}: {v}" for k, v in FILES.items()))
     parser.add_argument("--out", type=Path, required=True, help="the directory to write (must not exist or be empty)")
     parser.add_argument("--num-classes", type=int, default=None, help="classifier size (default: the file's)")
     parser.add_argument("--verify", action="store_true",
-                        help=f"run the source library side by side on {VERIFY_IMAGES} random images and refuse to "
-                             "write unless every stage agrees (needs that library: torch/torchvision, timm, keras)")
-    parser.add_argument("--force", action="store_true", help="replace a non-empty --out")
+                        help=f"run the source library side by side on {VERIFY_IMAGES} random images, print each "
+                             "stage's error and the tolerances, and refuse to write unless every stage agrees (needs "
+                             "that library: torch/torchvision, timm, keras)")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier output of this command in --out (exactly card.json and variables/); "
+                             "a directory holding anything else is never replaced")
     return parser
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments (``argv`` without the program's name), parsed as ``main`` parses them."""
+    return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     try:
         return _convert(args)
     except ConversionError as error:
         print(f"fusionjax-convert: error: {_for_the_command_line(error, args)}", file=sys.stderr)
         return 1
-    except (UnknownModelError, FileNotFoundError, FileExistsError, ImportError, ValueError) as error:
+    except OSError as error:  # a missing or unreadable file, a refused --out, a failed write: PATH: reason
+        print(f"fusionjax-convert: error: {writes.message(error)}", file=sys.stderr)
+        return 1
+    except (UnknownModelError, ImportError, ValueError) as error:
         print(f"fusionjax-convert: error: {error}", file=sys.stderr)
         return 1
 
@@ -82,6 +95,7 @@ def _read(source: str, arch: str, path: Path, model):
 def _convert(args: argparse.Namespace) -> int:
     from fusionjax import __version__
 
+    check_replaceable(args.out, args.force)  # before the work, not after it
     spec = frameworks.find_spec(args.source, args.arch)
     model = None if args.num_classes is None else frameworks.model_for(spec, num_classes=args.num_classes)
     variables = _read(args.source, args.arch, args.checkpoint, model)
@@ -102,8 +116,14 @@ def _convert(args: argparse.Namespace) -> int:
     card = {
         "num_classes": model.num_classes, "from": args.source, "from_model": getattr(spec, args.source),
         "source": args.checkpoint.name, "sha256": sha256(args.checkpoint), "fusionjax_version": __version__,
-        "normalization": frameworks.normalization(args.source, spec), "verification": verification,
+        "normalization": frameworks.normalization(args.source, spec),
+        "eval_resize": spec.weights_from(args.source).eval_resize,
+        "classes": frameworks.class_names(args.source, spec, model.num_classes), "verification": verification,
     }
+    if args.source == "timm" and spec.name not in list_models():  # read from timm: the card says how to build it
+        from fusionjax.convert.timm_architecture import architecture
+
+        card["architecture"] = architecture(spec.name)
     out = write_converted(args.out, spec.name, variables, card, force=args.force)
     print(f"wrote {out} ({spec.name} from {args.source} {getattr(spec, args.source)}, {args.checkpoint.name})")
     return 0

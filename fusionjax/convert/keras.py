@@ -59,7 +59,7 @@ def keras_application(name: str, path: str | os.PathLike, num_classes: int | Non
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No Keras weights file at {path}." + (" It is a directory." if path.is_dir() else ""))
-    suffix, classes = _inspect(path)
+    suffix, classes = _inspect(path, spec.weights_from("keras").head)
     keras = import_keras()
     top = dict(classes=num_classes or classes, classifier_activation=None) if classes else dict(include_top=False)
     application = getattr(keras.applications, spec.keras)(weights=None, **top)
@@ -81,9 +81,9 @@ def keras_application(name: str, path: str | os.PathLike, num_classes: int | Non
     return application
 
 
-def _inspect(path: Path) -> tuple[str, int | None]:
+def _inspect(path: Path, classifier: str) -> tuple[str, int | None]:
     """The Keras format of the file (as the suffix Keras reads it by) and its classifier's size (None: no
-    classifier); raises unless the file is Keras weights."""
+    classifier; a Keras 2 file names its layer ``classifier``); raises unless the file is Keras weights."""
     import io
     import zipfile
 
@@ -109,7 +109,7 @@ def _inspect(path: Path) -> tuple[str, int | None]:
             suffix = ".keras" if head.startswith(_ZIP) else ".weights.h5"
         else:  # Keras 2 names groups after the layers; a whole saved model keeps them under "model_weights"
             root = h5["model_weights"] if "model_weights" in h5 and "layer_names" not in h5.attrs else h5
-            group = root.get("predictions")
+            group = root.get(classifier)
             names = [] if group is None else list(group.attrs.get("weight_names", []))
             bias = group[names[-1].decode() if isinstance(names[-1], bytes) else names[-1]] if names else None
             suffix = ".h5"

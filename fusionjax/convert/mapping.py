@@ -123,11 +123,6 @@ def expected_variables(model: nn.Module) -> dict[str, jax.ShapeDtypeStruct]:
     return dict(sorted(flat.items(), key=lambda item: (first_call.get(_layer(item[0]), len(calls)), item[0])))
 
 
-def classifier(model: nn.Module) -> str:
-    """The classifier's layer name (``'fc'``, ``'classifier'``): the last layer the model calls."""
-    return _layer(next(reversed(expected_variables(model))))
-
-
 def _layer(path: str) -> str:
     """``'batch_stats/layer1_0/bn1/mean'`` → ``'layer1_0/bn1'``: params and statistics of one layer together."""
     return path.split("/", 1)[1].rsplit("/", 1)[0]
@@ -150,24 +145,26 @@ def source_keys_in_order(table, paths, family: str) -> list[tuple[KeyRule, str, 
     return [(rule, key, path) for *_, key, rule, path in sorted(found, key=lambda item: item[:2])]
 
 
-def checkpoint_classes(table, state_dict: Mapping, model: nn.Module) -> int | None:
-    """The number of classes of the checkpoint's classifier (the length of its bias), if it has one."""
-    bias = f"params/{classifier(model)}/bias"
-    keys = [key for _, key, path in source_keys_in_order(table, [bias], family_of(model)) if path == bias]
+def checkpoint_classes(table, state_dict: Mapping, head: str) -> int | None:
+    """The number of classes of the checkpoint's classifier (the length of its bias), if it has one; ``head`` is
+    the classifier's params key (``ModelSpec.head``), whose bias every family's rows name alike."""
+    bias = f"params/{head}/bias"
+    keys = [key for rule in table if (key := rule.source_key(bias)) is not None]
     value = next((state_dict[key] for key in keys if key in state_dict), None)
     return None if value is None or np.ndim(value) != 1 else _shape(value)[0]
 
 
-def variables_classes(variables: Mapping, model: nn.Module) -> int | None:
-    """The number of classes of the classifier in ``variables``, if they have one."""
-    bias = variables.get("params", {}).get(classifier(model), {}).get("bias")
+def variables_classes(variables: Mapping, head: str) -> int | None:
+    """The number of classes of the classifier ``head`` (``ModelSpec.head``) in ``variables``, if they have one."""
+    bias = variables.get("params", {}).get(head, {}).get("bias")
     return None if bias is None or np.ndim(bias) != 1 else _shape(bias)[0]
 
 
 def state_dict_to_variables(
-    table, state_dict: Mapping[str, np.ndarray], model: nn.Module, *, arch: str, reference: str
+    table, state_dict: Mapping[str, np.ndarray], model: nn.Module, head: str, *, arch: str, reference: str
 ) -> tuple[dict[str, np.ndarray], ConversionReport]:
-    """Flat ``{jax path: float32 array}`` for the keys that fit, and a report of those that do not."""
+    """Flat ``{jax path: float32 array}`` for the keys that fit, and a report of those that do not; ``head`` is the
+    classifier's params key, whose size alone differing is reported as a number of classes."""
     expected, family = expected_variables(model), family_of(model)
     loaded, sources, mismatched_paths = {}, {}, set()
     missing, unexpected, mismatched = [], [], []
@@ -192,10 +189,9 @@ def state_dict_to_variables(
     for rule, key, path in source_keys_in_order(table, expected, family):
         if path not in loaded and path not in mismatched_paths and rule.transform is not COUNTER:
             missing.append((key, rule.transform.source_shape(expected[path].shape)))
-    head = f"params/{classifier(model)}/"
     only_head = bool(mismatched) and not missing and not unexpected and all(
-        to_jax_path(table, key, expected, family)[1].startswith(head) for key, *_ in mismatched)
-    classes = (checkpoint_classes(table, state_dict, model), model.num_classes) if only_head else None
+        to_jax_path(table, key, expected, family)[1].startswith(f"params/{head}/") for key, *_ in mismatched)
+    classes = (checkpoint_classes(table, state_dict, head), model.num_classes) if only_head else None
     report = ConversionReport(arch, tuple(missing), tuple(unexpected), tuple(mismatched), reference=reference,
                               classes=classes if classes and classes[0] else None)
     return loaded, report

@@ -53,8 +53,9 @@ def torchvision_model(arch: str, state_dict: Any, num_classes: int | None = None
     spec = frameworks.find_spec("torchvision", arch)
     state = {_LEGACY_DENSENET.sub(r"\1\2", key): torch.from_numpy(np.array(value))
              for key, value in load_state_dict(state_dict).items()}
-    classes = next((state[key].shape[0] for key in ("fc.bias", "classifier.bias") if key in state), 1000)
-    torch_model = import_torchvision().models.get_model(spec.torchvision, weights=None,
-                                                        num_classes=num_classes or classes)
+    weights = spec.weights_from("torchvision")
+    head = state.get(f"{weights.head}.bias")
+    classes = num_classes or (weights.num_classes if head is None else head.shape[0])
+    torch_model = import_torchvision().models.get_model(spec.torchvision, weights=None, num_classes=classes)
     torch_model.load_state_dict(state, strict=True)
     return torch_model.eval()

@@ -5,7 +5,6 @@ normalization, classes, source checkpoint hash, versions) into hidden temporary 
 only once both are complete: a failed export leaves nothing behind and never replaces what was there.
 """
 
-import hashlib
 import json
 import os
 import uuid
@@ -17,10 +16,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax import export as jax_export
 
+from fusionjax.cards import export_card_path as card_path
 from fusionjax.export import program
 from fusionjax.export.errors import ExportError, ImageSizeError, VerificationError
 
-CARD_SUFFIX = ".card.json"
 FLOAT32_TOLERANCE = 1e-5  # max |artifact − model| / max |model|: float32 reorderings stay near 1e-6
 BATCH_AXIS_NAME = "batch"
 
@@ -92,23 +91,9 @@ def check_parity(run: Callable, reference: Callable, spec: jax.ShapeDtypeStruct,
     return {"inputs": "normal(0, 1)", "batch_sizes": batches, "relative_error": worst, "tolerance": tolerance}
 
 
-def tree_sha256(path: str | os.PathLike) -> str:
-    """SHA-256 over a file, or over a directory's files (relative names and contents, in sorted order)."""
-    path = Path(path)
-    digest = hashlib.sha256()
-    files = [path] if path.is_file() else sorted(p for p in path.rglob("*") if p.is_file())
-    for file in files:
-        if path.is_dir():
-            digest.update(str(file.relative_to(path)).encode() + b"\0")
-        with open(file, "rb") as stream:
-            for block in iter(lambda: stream.read(1 << 20), b""):
-                digest.update(block)
-    return digest.hexdigest()
-
-
 def make_card(*, artifact_format: str, architecture: str | None, spec: jax.ShapeDtypeStruct, nchw: bool,
-              normalization: dict | None = None, classes: Sequence[str] | int | None = None,
-              source: dict | None = None, **details) -> dict[str, Any]:
+              normalization: dict | None = None, eval_resize: dict | None = None,
+              classes: Sequence[str] | None = None, source: dict | None = None, **details) -> dict[str, Any]:
     """The card: what a consumer needs to feed the artifact and to know where it came from."""
     import fusionjax
 
@@ -119,16 +104,13 @@ def make_card(*, artifact_format: str, architecture: str | None, spec: jax.Shape
         "input": {"shape": [batch, *spec.shape[1:]], "layout": "NCHW" if nchw else "NHWC", "dtype": "float32",
                   "batch": "dynamic" if batch is None else batch},
         "normalization": normalization,
-        "classes": list(classes) if isinstance(classes, (list, tuple)) else classes,
+        "eval_resize": eval_resize,  # how the weights' evaluation sized an image (fusionjax.cards)
+        "classes": None if classes is None else list(classes),  # names in label order
         "source": source,
         **details,
         "fusionjax_version": fusionjax.__version__,
         "jax_version": jax.__version__,
     }
-
-
-def card_path(out: str | os.PathLike) -> Path:
-    return Path(str(out) + CARD_SUFFIX)
 
 
 def write_artifact(out: str | os.PathLike, payload: bytes, card: dict, *, force: bool = False) -> Path:

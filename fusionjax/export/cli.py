@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fusionjax import cards, writes
 from fusionjax.export import artifact, sources
 from fusionjax.export.errors import ExportError, ImageSizeError
 
@@ -61,13 +62,16 @@ def _parser() -> argparse.ArgumentParser:
                         help="number of training images to calibrate int8 on (default 256)")
     parser.add_argument("--verify", action="store_true",
                         help="run the artifact here against the model (float32: ≤ 1e-5 relative) before keeping "
-                             "it; with --int8, also report int8 and float32 top-1 on the eval split")
+                             "it, and print the error measured; with --int8, also report int8 and float32 top-1 on "
+                             "the eval split")
     parser.add_argument("--checkpoint", default="latest", metavar="latest|best|STEP",
                         help="which checkpoint of a workdir (default latest)")
     parser.add_argument("--nchw", action="store_true", help="take images as (N, C, H, W) instead of (N, H, W, C)")
     parser.add_argument("--platforms", default="cpu", metavar="cpu,cuda,tpu",
                         help="StableHLO: the platforms the artifact runs on (default cpu)")
-    parser.add_argument("--force", action="store_true", help="replace an existing FILE")
+    parser.add_argument("--force", action="store_true",
+                        help="replace an earlier export in FILE (a file with its FILE.card.json); any other file is "
+                             "never replaced")
     return parser
 
 
@@ -85,9 +89,8 @@ def export_directory(directory: str, out: str, *, artifact_format: str, batch: i
                           "use --int8 for a smaller, faster ONNX model, or --format stablehlo for bfloat16.")
     if artifact_format == "stablehlo" and verify and "cpu" not in platforms:
         raise ExportError("--verify runs the artifact on this machine's CPU: add cpu to --platforms.")
-    for path in (Path(out), artifact.card_path(out)):
-        if path.exists() and not force:
-            raise FileExistsError(f"{path} exists; choose another --out, or pass --force to replace it.")
+    _check_replaceable(Path(out), force)
+    writes.check_directory_path(out)
 
     source = sources.load(directory, checkpoint)
     input_shape = _input_shape(source, image_size)
@@ -103,9 +106,33 @@ def export_directory(directory: str, out: str, *, artifact_format: str, batch: i
     else:
         payload, details = _stablehlo(job, platforms)
     card = artifact.make_card(artifact_format=artifact_format, architecture=source.architecture, spec=job.spec,
-                              nchw=nchw, normalization=source.normalization, classes=source.classes,
-                              source=source.origin, dtype=dtype, batchnorm_folded=fold_bn, **details)
-    return artifact.write_artifact(out, payload, card, force=force)
+                              nchw=nchw, normalization=source.normalization, eval_resize=source.eval_resize,
+                              classes=source.classes, source=source.origin, dtype=dtype, batchnorm_folded=fold_bn,
+                              **details)
+    with writes.writing(out):
+        return artifact.write_artifact(out, payload, card, force=force)
+
+
+def _check_replaceable(out: Path, force: bool) -> None:
+    """Refuse an existing ``out`` or card, and with ``force`` anything but an earlier export: a file whose card
+    beside it names an export format (a card alone, an interrupted export's, is replaced too)."""
+    card = artifact.card_path(out)
+    if out.is_dir():
+        raise FileExistsError(f"{out} is a directory; --out names the file to write, e.g. {out / 'model.onnx'}.")
+    if not (out.exists() or card.exists()):
+        return
+    if not _is_export_card(card):
+        raise FileExistsError(f"{out if out.exists() else card} exists and {card.name} is no export card: it is not "
+                              "an earlier export, so it is never replaced, --force or not. Choose another --out.")
+    if not force:
+        raise FileExistsError(f"{out} holds an earlier export; choose another --out, or pass --force to replace it.")
+
+
+def _is_export_card(path: Path) -> bool:
+    try:
+        return cards.read_json(path).get("format") in FORMATS
+    except (OSError, ValueError, AttributeError):  # missing, unreadable, not JSON, not an object
+        return False
 
 
 @dataclasses.dataclass(frozen=True)
@@ -217,16 +244,42 @@ def _in_batches(run, images: np.ndarray, batch) -> np.ndarray:
     return np.concatenate([np.asarray(run(padded[i:i + batch])) for i in range(0, len(padded), batch)])[:len(images)]
 
 
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    """The command line's arguments (``argv`` without the program's name), parsed as ``main`` parses them."""
+    return _parser().parse_args(argv)
+
+
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    args = parse(argv)
     platforms = tuple(p for p in args.platforms.split(",") if p)
     try:
         path = export_directory(
             args.directory, args.out, artifact_format=args.format, batch=args.batch, image_size=args.image_size,
             dtype=args.dtype, fold_bn=args.fold_bn, int8=args.int8, calibration=args.calibration, verify=args.verify,
             checkpoint=args.checkpoint, nchw=args.nchw, platforms=platforms, force=args.force)
-    except (ExportError, FileExistsError) as error:
+    except ExportError as error:
         print(f"fusionjax-export: error: {error}", file=sys.stderr)
         return 1
+    except OSError as error:  # a refused --out, a failed write: PATH: reason
+        print(f"fusionjax-export: error: {writes.message(error)}", file=sys.stderr)
+        return 1
     print(f"Wrote {path} and {artifact.card_path(path)}")
+    for line in _measured(cards.read_json(artifact.card_path(path))):
+        print(line)
     return 0
+
+
+def _measured(card: dict) -> list[str]:
+    """What --verify measured, as the card records it: the artifact's error against the model and its tolerance,
+    and int8's top-1 beside float32's."""
+    lines = []
+    if "verification" in card:
+        check = card["verification"]
+        lines.append(f"Verified: max |artifact - model| / max |model| = {check['relative_error']:.3e} (tolerance "
+                     f"{check['tolerance']:.0e}) on {check['inputs']} images, batch sizes "
+                     + ", ".join(map(str, check["batch_sizes"])))
+    if "top1_int8" in card.get("int8", {}):
+        int8 = card["int8"]
+        lines.append(f"int8 top-1 {int8['top1_int8']:.4f}, float32 top-1 {int8['top1_float32']:.4f} on "
+                     f"{int8['eval_images']} eval images")
+    return lines

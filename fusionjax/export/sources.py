@@ -1,21 +1,17 @@
 """What ``fusionjax-export`` reads: a training workdir (``fusionjax-train``) or a converted checkpoint
-(``fusionjax-convert``), as a model, its variables, and what the card says about them.
+(``fusionjax-convert``), loaded by ``fusionjax.sources``, plus a workdir's own images for int8 calibration and
+evaluation.
 
-The trainer and its data pipeline are imported here, on use only: the export library itself never needs them.
+The data pipeline is imported here, on use only: the export library itself never needs it.
 """
 
 import dataclasses
-import json
-from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from fusionjax.export import artifact
+from fusionjax import sources
 from fusionjax.export.errors import ExportError, NoCheckpointError
-
-WORKDIR_CONFIG = "config.json"
-CONVERTED_CARD = "card.json"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -25,96 +21,55 @@ class Source:
     architecture: str
     image_shape: tuple[int, int, int]  # (height, width, channels) the model was trained or converted at
     normalization: dict | None  # {"channel_order", "pixel_max", "mean", "std"}: image / pixel_max, then (x − mean) / std
-    classes: list[str] | int
-    origin: dict  # path, checkpoint, sha256
+    eval_resize: dict | None  # how the weights' evaluation sized an image (fusionjax.cards's format)
+    classes: list[str]  # class names in label order (a class's index where the source names none)
+    origin: dict  # kind, path, step, sha256
     calibration_images: Callable[[int], np.ndarray] | None  # n -> n preprocessed training images (NHWC)
     evaluation_batches: Callable[[], object] | None  # -> iterable of {"image", "label", "mask"} on the eval split
 
 
 def load(directory: str, checkpoint: str = "latest") -> Source:
-    """The model in ``directory``: a workdir (``config.json``) at ``checkpoint``, or a converted checkpoint."""
-    path = Path(directory)
-    if (path / WORKDIR_CONFIG).is_file():
-        return _from_workdir(path, checkpoint)
-    if (path / CONVERTED_CARD).is_file():
-        if checkpoint != "latest":
-            raise ExportError(f"{path} is a converted checkpoint: it holds one set of weights, so --checkpoint "
-                              f"{checkpoint} does not apply. Leave --checkpoint out.")
-        return _from_converted(path)
-    raise NoCheckpointError(
-        f"{path} is neither a training workdir (no {WORKDIR_CONFIG}) nor a converted checkpoint (no "
-        f"{CONVERTED_CARD}). Pass the --workdir of a fusionjax-train run or the --out of fusionjax-convert."
-    )
-
-
-def _from_workdir(path: Path, checkpoint: str) -> Source:
-    from fusionjax.train import trainer, workdir
-    from fusionjax.train.data import catalog, eval_batches
-    from fusionjax.train.errors import RunNotFoundError, UserError
-
+    """The model in ``directory``: a workdir at ``checkpoint`` (latest, best or a step), or a converted checkpoint."""
+    spec = directory if checkpoint == "latest" else f"{directory}@{checkpoint}"
     try:
-        config = workdir.load_workdir_config(path)
-        setup = trainer.make_setup(config, training=False)
-        if not (path / workdir.CHECKPOINT_DIR).is_dir():
-            raise RunNotFoundError(f"{path} has no checkpoints yet ({workdir.CHECKPOINT_DIR}/ is missing).")
-        manager = workdir.checkpoint_manager(path, config, read_only=True)
-        try:
-            step = workdir.find_checkpoint(manager, checkpoint)
-            state = workdir.restore_checkpoint(manager, step, trainer.abstract_state(setup))
-        finally:
-            manager.close()
-    except RunNotFoundError as error:
-        raise NoCheckpointError(f"{error} Train first (fusionjax-train --workdir {path}), or pick a kept step "
-                                "with --checkpoint.") from None
-    except UserError as error:
-        raise ExportError(str(error)) from None
-    _, spec = catalog.dataset_spec(config)
+        weights = sources.load(spec)
+    except sources.SourceError as error:
+        raise NoCheckpointError(str(error)) from None
+    if weights.kind not in ("workdir", "converted"):
+        raise ExportError(f"{directory} holds {weights.kind} weights, not a training workdir or a converted "
+                          "checkpoint; export a fusionjax-train --workdir or a fusionjax-convert --out.")
+    calibration_images, evaluation_batches = _workdir_images(weights) if weights.kind == "workdir" else (None, None)
+    return Source(
+        model=weights.model(), variables=weights.variables, architecture=weights.arch, image_shape=weights.image_shape,
+        normalization=weights.normalization, eval_resize=weights.eval_resize,
+        classes=[weights.class_name(label) for label in range(weights.num_classes)], origin=weights.origin,
+        calibration_images=calibration_images, evaluation_batches=evaluation_batches)
 
-    def data_config(split: str):
-        config_for_split = config.copy_and_resolve_references()
-        config_for_split.eval_split = split
-        return config_for_split
+
+def _workdir_images(weights: sources.Source):
+    """The run's training images for calibration, and its evaluation batches: its data as the run described it
+    (``dataset.json``: the normalization it trained with), opened only when first used."""
+    import json
+    from pathlib import Path
+
+    import ml_collections
+
+    from fusionjax.train import data
+    from fusionjax.train.errors import UserError
+
+    path = Path(weights.origin["path"])
+    config = ml_collections.ConfigDict(json.loads((path / sources.WORKDIR_CONFIG).read_text()))
+
+    def described(split: str):
+        try:
+            description = data.describe(config, workdir=path)
+        except UserError as error:
+            raise ExportError(str(error)) from None
+        # eval_batches makes one ordered, unaugmented pass over a description's eval split.
+        return description if split == "eval" else dataclasses.replace(description, eval=description.train)
 
     def calibration_images(count: int) -> np.ndarray:
-        batch = next(iter(eval_batches(data_config(catalog.train_split(config)), global_batch_size=count)))
+        batch = next(iter(data.eval_batches(described("train"), global_batch_size=count)))
         return batch["image"][batch["mask"] > 0]
 
-    return Source(
-        model=setup.model, variables=state.variables(), architecture=config.model,
-        image_shape=tuple(setup.info.image_shape),
-        normalization={"channel_order": "RGB" if setup.info.image_shape[-1] == 3 else "grayscale",
-                       "pixel_max": spec.pixel_max, "mean": list(spec.mean),
-                       "std": list(spec.std)},
-        classes=setup.info.num_classes,
-        origin={"kind": "fusionjax-train workdir", "path": str(path.absolute()), "dataset": config.dataset,
-                "step": int(step), "sha256": artifact.tree_sha256(path / workdir.CHECKPOINT_DIR / str(step))},
-        calibration_images=calibration_images,
-        evaluation_batches=lambda: eval_batches(data_config(catalog.eval_split(config, spec)),
-                                                global_batch_size=config.eval_batch_size),
-    )
-
-
-def _from_converted(path: Path) -> Source:
-    import fusionjax
-    from fusionjax.models.registry import get_model_spec
-
-    card = json.loads((path / CONVERTED_CARD).read_text())
-    model, variables = fusionjax.load_pretrained(path)
-    size = get_model_spec(card["arch"]).input_size
-    return Source(
-        model=model, variables=variables, architecture=card["arch"],
-        image_shape=(size, size, model.in_channels), normalization=card.get("normalization") or _imagenet(card),
-        classes=card.get("num_classes", model.num_classes),
-        origin={"kind": "fusionjax-convert checkpoint", "path": str(path.absolute()),
-                "converted_from": card.get("source"), "source_sha256": card.get("sha256"),
-                "sha256": artifact.tree_sha256(path)},
-        calibration_images=None, evaluation_batches=None,
-    )
-
-
-def _imagenet(card: dict) -> dict | None:
-    """Cards written before converted checkpoints recorded their normalization: torchvision's pretrained weights
-    (their card names the weights enum) expect ImageNet's."""
-    from fusionjax.convert.frameworks import IMAGENET
-
-    return IMAGENET if card.get("weights") else None
+    return calibration_images, lambda: data.eval_batches(described("eval"), global_batch_size=config.eval_batch_size)

@@ -15,12 +15,56 @@ from fusionjax.models.densenet import DenseNet
 from fusionjax.models.resnet import ResNet
 
 
+# ImageNet's per-channel mean and std, the input every torchvision and timm ImageNet weights of the zoo expect
+# (in the card format of fusionjax.cards: x / pixel_max, then (x - mean) / std).
+IMAGENET_NORMALIZATION = {"channel_order": "RGB", "pixel_max": 255.0, "mean": [0.485, 0.456, 0.406],
+                          "std": [0.229, 0.224, 0.225]}
+# keras.applications' preprocess_input modes (keras.applications.imagenet_utils): 'caffe' for ResNet v1 (BGR, the
+# mean pixel subtracted, no scaling), 'tf' for ResNet v2 (x / 127.5 − 1), 'torch' for DenseNet.
+KERAS_MODES = {
+    "caffe": {"channel_order": "BGR", "pixel_max": 1.0, "mean": [103.939, 116.779, 123.68], "std": [1.0, 1.0, 1.0]},
+    "tf": {"channel_order": "RGB", "pixel_max": 255.0, "mean": [0.5, 0.5, 0.5], "std": [0.5, 0.5, 0.5]},
+    "torch": IMAGENET_NORMALIZATION,
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class PretrainedWeights:
+    """A library's ImageNet weights for an architecture, as that library describes them.
+
+    ``library`` is ``'torchvision'`` (its ``DEFAULT`` weights, which ``fusionjax.pretrained`` loads), ``'timm'``
+    (its default pretrained config, ``timm.models.get_pretrained_cfg(name)``) or ``'keras'`` (the
+    ``keras.applications`` function's ``weights='imagenet'``); ``name`` is the library's model name.
+    ``normalization`` is the input the weights expect (card format, ``fusionjax.cards``); ``head`` the library's
+    name of the classifier layer (``'fc'``, ``'classifier'``, Keras's ``'predictions'``). Evaluation resizes the
+    image's shorter side to ``resize_size`` and takes the centre ``input_size`` square (torchvision's
+    ``resize_size`` and ``crop_size``; timm's ``input_size / crop_pct``); Keras resizes to ``input_size``, no crop.
+    """
+
+    library: str
+    name: str
+    normalization: dict
+    num_classes: int
+    head: str
+    input_size: int
+    resize_size: int
+
+    @property
+    def eval_resize(self) -> dict:
+        """That evaluation in the cards' ``eval_resize`` format (``fusionjax.cards``, which the zoo does not import),
+        for converted cards."""
+        if self.library == "keras":
+            return {"method": "resize"}
+        return {"method": "resize_shorter_crop", "crop_fraction": self.input_size / self.resize_size}
+
+
 @dataclasses.dataclass(frozen=True)
 class ModelSpec:
     """A registered architecture.
 
-    ``torchvision``, ``timm`` and ``keras`` name the identical model of that library (its weights convert
-    exactly; ``keras`` is the ``keras.applications`` function), or are None.
+    ``weights`` are the pretrained weights of identical models in other libraries (they convert exactly);
+    ``torchvision``, ``timm`` and ``keras`` read the library's model name from them (``keras``: the
+    ``keras.applications`` function), or are None. ``head`` is the classifier's key in the model's params.
     ``min_input_size`` is the smallest square input that still leaves one cell after the last downsampling.
     """
 
@@ -30,11 +74,34 @@ class ModelSpec:
     input_size: int
     min_input_size: int
     source: str
-    torchvision: str | None = None
-    timm: str | None = None
-    keras: str | None = None
+    weights: tuple[PretrainedWeights, ...] = ()
+
+    @property
+    def head(self) -> str:
+        return _HEADS[self.build.func]
+
+    @property
+    def torchvision(self) -> str | None:
+        return self._library_name("torchvision")
+
+    @property
+    def timm(self) -> str | None:
+        return self._library_name("timm")
+
+    @property
+    def keras(self) -> str | None:
+        return self._library_name("keras")
+
+    def weights_from(self, library: str) -> PretrainedWeights | None:
+        """The ``library``'s weights for this architecture, or None."""
+        return next((weights for weights in self.weights if weights.library == library), None)
+
+    def _library_name(self, library: str) -> str | None:
+        weights = self.weights_from(library)
+        return weights and weights.name
 
 
+_HEADS = {ResNet: "fc", DenseNet: "classifier"}  # the name each model class gives its classifier layer
 _REGISTRY: dict[str, ModelSpec] = {}
 
 
@@ -45,8 +112,8 @@ class UnknownModelError(KeyError):
         return str(self.args[0])
 
 
-def _register(name: str, build, *, source: str, cifar: bool = False, torchvision: bool = False,
-              timm: str | None = None, keras: str | None = None) -> None:
+def _register(name: str, build, *, source: str, cifar: bool = False, weights: tuple[PretrainedWeights, ...] = ()
+              ) -> None:
     _REGISTRY[name] = ModelSpec(
         name=name,
         build=build,
@@ -54,10 +121,42 @@ def _register(name: str, build, *, source: str, cifar: bool = False, torchvision
         input_size=32 if cifar else 224,
         min_input_size=8 if cifar else 32,
         source=source,
-        torchvision=name if torchvision else None,
-        timm=timm,
-        keras=keras,
+        weights=weights,
     )
+
+
+def _torchvision(name: str, head: str, resize: int) -> PretrainedWeights:
+    return PretrainedWeights("torchvision", name, IMAGENET_NORMALIZATION, 1000, head, 224, resize)
+
+
+def _timm(name: str, head: str, input_size: int, resize_size: int) -> PretrainedWeights:
+    return PretrainedWeights("timm", name, IMAGENET_NORMALIZATION, 1000, head, input_size, resize_size)
+
+
+def _keras(name: str, mode: str) -> PretrainedWeights:
+    return PretrainedWeights("keras", name, KERAS_MODES[mode], 1000, "predictions", 224, 224)
+
+
+# The evaluation sizes of each library's default ImageNet weights: torchvision's DEFAULT weights' resize before the
+# 224 crop (IMAGENET1K_V2 weights are evaluated at 232), timm's default pretrained cfg's input_size and
+# floor(input_size / crop_pct).
+_TORCHVISION_RESIZE = {
+    "resnet18": 256, "resnet34": 256, "resnet50": 232, "resnet101": 232, "resnet152": 232, "resnext50_32x4d": 232,
+    "resnext101_32x8d": 232, "resnext101_64x4d": 232, "wide_resnet50_2": 232, "wide_resnet101_2": 232,
+    "densenet121": 256, "densenet161": 256, "densenet169": 256, "densenet201": 256,
+}
+_TIMM_SIZES = {
+    "resnet18": (224, 235), "resnet34": (224, 235), "resnet50": (224, 235), "resnet101": (224, 235),
+    "resnet152": (224, 235), "resnext50_32x4d": (224, 235), "resnext101_32x8d": (224, 256),
+    "resnext101_64x4d": (224, 235), "wide_resnet50_2": (224, 256), "wide_resnet101_2": (224, 256),
+    "densenet121": (224, 256), "densenet161": (224, 256), "densenet169": (224, 256), "densenet201": (224, 256),
+    "seresnet50": (224, 235), "seresnext50_32x4d": (224, 256), "resnet18d": (224, 256), "resnet26d": (224, 256),
+    "resnet50d": (224, 256), "resnet101d": (256, 269), "ecaresnet50d": (224, 256),
+}
+
+
+def _torchvision_and_timm(name: str, head: str) -> tuple[PretrainedWeights, ...]:
+    return _torchvision(name, head, _TORCHVISION_RESIZE[name]), _timm(name, head, *_TIMM_SIZES[name])
 
 
 # ImageNet, exactly torchvision's (torchvision.models.resnet / densenet, v0.28).
@@ -79,7 +178,8 @@ _IMAGENET_RESNETS = {  # block, blocks per stage, source
     "wide_resnet101_2": (partial(Bottleneck, base_width=128), (3, 4, 23, 3), _WIDE),
 }
 for _name, (_block, _sizes, _source) in _IMAGENET_RESNETS.items():
-    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block), torchvision=True, timm=_name, source=_source)
+    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block), weights=_torchvision_and_timm(_name, "fc"),
+              source=_source)
 
 _IMAGENET_DENSENETS = {  # growth rate, block config, stem width
     "densenet121": (32, (6, 12, 24, 16), 64),
@@ -90,15 +190,18 @@ _IMAGENET_DENSENETS = {  # growth rate, block config, stem width
 for _name, (_k, _config, _stem) in _IMAGENET_DENSENETS.items():
     _register(
         _name, partial(DenseNet, growth_rate=_k, block_config=_config, num_init_features=_stem),
-        torchvision=True, timm=_name, source="Huang et al. 2017, Table 1; torchvision",
+        weights=_torchvision_and_timm(_name, "classifier"), source="Huang et al. 2017, Table 1; torchvision",
     )
 
 # Squeeze-and-excitation on torchvision's ResNet-50 / ResNeXt-50 (Hu et al. 2018, Table 1; reduction 16).
 _register("se_resnet50", partial(ResNet, stage_sizes=(3, 4, 6, 3), block=partial(Bottleneck, se_reduction=16)),
-          timm="seresnet50", source="Hu et al. 2018 (SENet), Table 1; timm")
+          weights=(_timm("seresnet50", "fc", *_TIMM_SIZES["seresnet50"]),),
+          source="Hu et al. 2018 (SENet), Table 1; timm")
 _register("se_resnext50_32x4d",
-          partial(ResNet, stage_sizes=(3, 4, 6, 3), block=partial(Bottleneck, groups=32, base_width=4, se_reduction=16)),
-          timm="seresnext50_32x4d", source="Hu et al. 2018 (SENet), Table 1; timm")
+          partial(ResNet, stage_sizes=(3, 4, 6, 3),
+                  block=partial(Bottleneck, groups=32, base_width=4, se_reduction=16)),
+          weights=(_timm("seresnext50_32x4d", "fc", *_TIMM_SIZES["seresnext50_32x4d"]),),
+          source="Hu et al. 2018 (SENet), Table 1; timm")
 
 # ResNet-D (He et al. 2019, "Bag of Tricks", §4.1), exactly timm's: deep 3×3 stem 32-32-64, average-pool shortcuts.
 for _name, (_block, _sizes) in {
@@ -108,7 +211,8 @@ for _name, (_block, _sizes) in {
     "resnet101d": (Bottleneck, (3, 4, 23, 3)),
     "ecaresnet50d": (partial(Bottleneck, eca=True), (3, 4, 6, 3)),
 }.items():
-    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block, stem="deep", shortcut="avg_down"), timm=_name,
+    _register(_name, partial(ResNet, stage_sizes=_sizes, block=_block, stem="deep", shortcut="avg_down"),
+              weights=(_timm(_name, "fc", *_TIMM_SIZES[_name]),),
               source="He et al. 2019 (ResNet-D)" + ("; Wang et al. 2020 (ECA-Net)" if "eca" in _name else "")
               + "; timm")
 
@@ -119,16 +223,16 @@ for _depth, _sizes in {50: (3, 4, 6, 3), 101: (3, 4, 23, 3), 152: (3, 8, 36, 3)}
     _register(f"keras_resnet{_depth}",
               partial(ResNet, stage_sizes=_sizes, block=partial(Bottleneck, stride_in_1x1=True),
                       conv=partial(Conv2d, use_bias=True), norm=_KERAS_NORM),
-              keras=f"ResNet{_depth}", source="He et al. 2016 (ResNet v1); keras.applications")
+              weights=(_keras(f"ResNet{_depth}", "caffe"),), source="He et al. 2016 (ResNet v1); keras.applications")
     # v2: pre-activation, the stride in each stage's last block, subsampled identity shortcuts, zero-padded pool
     _register(f"keras_resnet{_depth}v2",
               partial(ResNet, stage_sizes=_sizes, block=PreActBottleneck, shortcut="subsample",
                       downsample_block="last", stem_pool_pad_value=0.0, conv=partial(Conv2d, use_bias=True),
                       norm=_KERAS_NORM),
-              keras=f"ResNet{_depth}V2", source="He et al. 2016b (ResNet v2); keras.applications")
+              weights=(_keras(f"ResNet{_depth}V2", "tf"),), source="He et al. 2016b (ResNet v2); keras.applications")
 for _depth, _config in {121: (6, 12, 24, 16), 169: (6, 12, 32, 32), 201: (6, 12, 48, 32)}.items():
     _register(f"keras_densenet{_depth}", partial(DenseNet, block_config=_config, norm=_KERAS_NORM),
-              keras=f"DenseNet{_depth}", source="Huang et al. 2017, Table 1; keras.applications")
+              weights=(_keras(f"DenseNet{_depth}", "torch"),), source="Huang et al. 2017, Table 1; keras.applications")
 
 # Pre-activation ResNet v2 for ImageNet (He et al. 2016b), stem and stages as in ResNet v1.
 for _name, (_block, _sizes) in {
@@ -200,4 +304,4 @@ def create_model(name: str, *, num_classes: int | None = None, dtype: Any = jnp.
     unknown = sorted(set(overrides) - fields)
     if unknown:
         raise TypeError(f"{name}: unknown option(s) {unknown}; {spec.build.func.__name__} takes {sorted(fields)}.")
-    return spec.build(num_classes=num_classes or spec.num_classes, dtype=dtype, **overrides)
+    return spec.build(num_classes=spec.num_classes if num_classes is None else num_classes, dtype=dtype, **overrides)

@@ -1,10 +1,12 @@
-"""The data sets the pipeline knows, and the config fields that choose among them."""
+"""The data sets the pipeline knows, and the config fields that choose among them: a built-in name (``SPECS``),
+``folder:PATH`` (image files) or ``tfds:NAME[:VERSION]`` (any data set prepared in the tfds data dir)."""
 
 from __future__ import annotations
 
 import dataclasses
 from typing import Any
 
+from fusionjax.models.registry import IMAGENET_NORMALIZATION
 from fusionjax.train.errors import ConfigError
 
 
@@ -22,15 +24,15 @@ class DatasetSpec:
     num_classes: int
     channels: int
     native_size: int | None  # fixed image size of the data set; None when images vary in size
-    pixel_max: float
+    pixel_max: float  # the images' largest pixel value (digits: 16; the rest are 8-bit)
     mean: tuple[float, ...]
     std: tuple[float, ...]
     augments: tuple[str, ...]  # augmentations that make sense for this data set
     eval_split: str
 
 
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
+_IMAGENET_MEAN = tuple(IMAGENET_NORMALIZATION["mean"])
+_IMAGENET_STD = tuple(IMAGENET_NORMALIZATION["std"])
 
 SPECS = {
     # Mean/std of the 1437 training images of the fixed split, in units of pixel/16.
@@ -58,29 +60,55 @@ def config_value(config, key: str, default: Any = None) -> Any:
     return default if value is None else value
 
 
+FOLDER_PREFIX, TFDS_PREFIX = "folder:", "tfds:"
+
+
+_FORMS = (f"{', '.join(DATASETS)}, folder:PATH (your image files, torchvision's ImageFolder layout) or "
+          "tfds:NAME[:VERSION] (a prepared tfds data set)")
+
+
+def parse_dataset(dataset: str | None) -> tuple[str, str, str | None]:
+    """``config.dataset`` → (kind, name, version): ``('builtin', 'cifar10', None)``, ``('folder', PATH, None)`` or
+    ``('tfds', NAME, VERSION or None)``."""
+    if dataset is None:
+        raise UnknownDatasetError(f"config.dataset is required: set --config.dataset to {_FORMS}.")
+    dataset = str(dataset)
+    if dataset.startswith(FOLDER_PREFIX) and dataset[len(FOLDER_PREFIX):]:
+        return "folder", dataset[len(FOLDER_PREFIX):], None
+    if dataset.startswith(TFDS_PREFIX) and dataset[len(TFDS_PREFIX):]:
+        name, _, version = dataset[len(TFDS_PREFIX):].partition(":")
+        return "tfds", name, version or None
+    if dataset not in SPECS:
+        raise UnknownDatasetError(f"Unknown dataset {dataset!r}; config.dataset must be one of {_FORMS}.")
+    return "builtin", dataset, None
+
+
 def dataset_spec(config) -> tuple[str, DatasetSpec]:
-    name = config_value(config, "dataset")
-    if name not in SPECS:
-        raise UnknownDatasetError(f"Unknown dataset {name!r}; config.dataset must be one of {', '.join(DATASETS)}.")
+    """A built-in data set's name and spec."""
+    kind, name, _ = parse_dataset(config_value(config, "dataset"))
+    if kind != "builtin":
+        raise UnknownDatasetError(f"config.dataset={name!r} is no built-in data set ({', '.join(DATASETS)}).")
     return name, SPECS[name]
 
 
-def image_size(config, name: str, spec: DatasetSpec) -> int:
-    size = config_value(config, "image_size", spec.native_size or 224)
-    if spec.native_size is not None and size != spec.native_size:
+DEFAULT_IMAGE_SIZE = 224
+
+
+def image_size(config, name: str, native_size: int | None) -> int:
+    size = config_value(config, "image_size", native_size or DEFAULT_IMAGE_SIZE)
+    if native_size is not None and size != native_size:
         raise ConfigError(
-            f"config.image_size={size} but {name} images are {spec.native_size}x{spec.native_size} and are used at "
-            f"that size; set config.image_size={spec.native_size}.")
+            f"config.image_size={size} but {name} images are {native_size}x{native_size} and are used at "
+            f"that size; set config.image_size={native_size}.")
     if not isinstance(size, int) or size <= 0:
         raise ConfigError(f"config.image_size must be a positive int, got {size!r}.")
     return size
 
 
-def augmentation(config, name: str, spec: DatasetSpec) -> str:
+def augmentation(config, name: str, augments: tuple[str, ...]) -> str:
     augment = config_value(config, "augment", "none")
-    if augment not in spec.augments:
-        raise ConfigError(
-            f"config.augment={augment!r} does not apply to {name}; use one of {', '.join(spec.augments)}.")
+    if augment not in augments:
+        raise ConfigError(f"config.augment={augment!r} does not apply to {name}; use one of {', '.join(augments)}.")
     return augment
 
 

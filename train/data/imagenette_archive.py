@@ -8,6 +8,7 @@ pass through unchanged, as in the stock builder, so tfds needs no TensorFlow to 
 
 from __future__ import annotations
 
+import inspect
 import tarfile
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
@@ -47,6 +48,9 @@ class ImagenetteArchive(_StockImagenette, skip_registration=True):
     MANUAL_DOWNLOAD_INSTRUCTIONS = (
         f"Put {ARCHIVE_NAMES[0]} (https://s3.amazonaws.com/fast-ai-imageclas/{ARCHIVE_NAMES[0]}) or its extracted "
         f"{FOLDER}/ folder in manual_dir.")
+
+    # tfds reads a builder's README and citation from its module's folder: here, the stock builder's.
+    pkg_dir_path = epath.Path(inspect.getfile(_StockImagenette)).parent
 
     # See cifar_archive.Cifar10Archive.code_path: tfds cannot locate a builder mapped from another folder.
     @tfds.core.utils.classproperty

@@ -1,11 +1,11 @@
 """Random access to a split's images (HWC, uint8; digits' values 0..16) and integer labels, a batch of indices at
-a time: scikit-learn's digits in memory, tfds's prepared array_record files (``tfds_source``) otherwise."""
+a time: scikit-learn's digits in memory, tfds's prepared array_record files (``tfds_source``), or image files
+(``folder.FolderSource``)."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from fusionjax.train.data.catalog import config_value, dataset_spec
 from fusionjax.train.errors import ConfigError
 
 DIGITS_SPLIT_SEED = 0
@@ -41,25 +41,32 @@ def digits_split(split: str) -> ArraySource:
     return ArraySource(*splits[split])
 
 
-class TfdsSource:
-    """A split of prepared tfds data, read with ``tfds.data_source`` (array_record, no TensorFlow)."""
+def to_channels(image: np.ndarray, channels: int) -> np.ndarray:
+    """An HWC uint8 image with ``channels`` channels: gray repeated into RGB, RGB to gray as PIL's ``convert('L')``."""
+    if image.ndim == 2:
+        image = image[..., None]
+    if image.shape[-1] == channels:
+        return image
+    if channels == 3:
+        return np.repeat(image, 3, axis=-1)
+    from PIL import Image
 
-    def __init__(self, data_source):
-        self._data_source = data_source
+    return np.asarray(Image.fromarray(image).convert("L"))[..., None]
+
+
+class TfdsSource:
+    """A split of prepared tfds data, read with ``as_data_source`` (array_record, no TensorFlow)."""
+
+    def __init__(self, data_source, channels: int):
+        self._data_source, self.channels = data_source, channels
 
     def __len__(self) -> int:
         return len(self._data_source)
 
     def read(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
         records = self._data_source.__getitems__([int(i) for i in indices])  # one batched array_record read
-        images = []
-        for record in records:
-            image = np.asarray(record["image"])
-            if image.ndim == 2:
-                image = image[..., None]
-            if image.shape[-1] == 1:  # a few ImageNet JPEGs are grayscale
-                image = np.repeat(image, 3, axis=-1)
-            images.append(image)
+        # A few ImageNet JPEGs are grayscale.
+        images = [to_channels(np.asarray(record["image"]), self.channels) for record in records]
         return images, np.asarray([record["label"] for record in records])
 
     def to_memory(self, chunk: int = 1024) -> ArraySource:
@@ -68,18 +75,3 @@ class TfdsSource:
         parts = [self.read(np.arange(start, min(start + chunk, len(self)))) for start in range(0, len(self), chunk)]
         return ArraySource(np.stack([image for images, _ in parts for image in images]),
                            np.concatenate([labels for _, labels in parts]))
-
-
-def load_split(config, split: str, *, for_training: bool = False) -> ArraySource | TfdsSource:
-    """``split`` of the data set ``config.dataset`` names, prepared offline first where it can be."""
-    name, spec = dataset_spec(config)
-    if name == "digits":
-        return digits_split(split)
-    from fusionjax.train.data import tfds_source  # tensorflow_datasets takes seconds to import: only when used
-
-    source = TfdsSource(tfds_source.load_split(
-        name, split, data_dir=config_value(config, "data_dir"), manual_dir=config_value(config, "manual_dir")))
-    # Fixed-size training images (CIFAR: 150 MB for 50,000) are decoded once and kept in memory, so record parsing
-    # and PNG decoding cost seconds per run instead of most of every epoch's input time. One evaluation pass reads
-    # each image once anyway, so it streams.
-    return source.to_memory() if for_training and spec.native_size is not None else source

@@ -99,6 +99,7 @@ class Transform:
     pixel_max: float
     mean: tuple[float, ...]
     std: tuple[float, ...]
+    reverse_channels: bool = False  # RGB images to the BGR order that some converted weights expect
 
     def draw(self, rng: np.random.Generator, global_batch_size: int) -> dict[str, np.ndarray]:
         """This step's random numbers for every row of the global batch."""
@@ -129,7 +130,7 @@ class Transform:
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         std = np.asarray(self.std, np.float32)
-        out = images.astype(np.float32)
+        out = (images[..., ::-1] if self.reverse_channels else images).astype(np.float32)
         out *= np.float32(1 / self.pixel_max) / std  # in place: no float32 temporaries the size of the batch
         out -= np.asarray(self.mean, np.float32) / std
         return out
