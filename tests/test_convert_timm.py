@@ -36,16 +36,21 @@ def random_timm(name: str, seed: int = 0) -> torch.nn.Module:
     return randomized(timm.create_model(name, pretrained=False), seed)
 
 
-@pytest.mark.parametrize("name", list(PARITY))
-def test_timm_parity_and_round_trip(name):
-    torch_model = random_timm(name)
+def converted_and_back(name: str, torch_model) -> dict:
+    """``from_timm`` of ``torch_model``'s weights, after checking that ``to_timm`` gives them back exactly."""
     state_dict = torch_model.state_dict()
     variables = from_timm(name, state_dict)
-
     back = to_timm(name, variables)
     assert list(back) == list(state_dict)  # same keys, in timm's order
     assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in state_dict.items())
     torch_model.load_state_dict(back, strict=True)
+    return variables
+
+
+@pytest.mark.parametrize("name", list(PARITY))
+def test_timm_parity_and_round_trip(name):
+    torch_model = random_timm(name)
+    variables = converted_and_back(name, torch_model)
 
     model = fusionjax.create_model(fusionjax.convert.frameworks.find_spec("timm", name).name)
     for size in PARITY[name]:

@@ -19,7 +19,7 @@ from fusionjax.convert.timm_architecture import architecture
 from fusionjax.models.registry import list_models
 from test_convert import torch_stages
 from test_convert_common import RTOL, assert_stages_agree, fusionjax_stages, images
-from test_convert_timm import random_timm, timm
+from test_convert_timm import converted_and_back, random_timm, timm
 
 SIZES = (48, 48), (49, 67)  # 49×67: odd at every stride-2 layer, so ceil-mode shortcut pools pad
 # Not registered, each a different reading: tiered stems (t), deep stems of 64 (s), SE on basic blocks (its gate
@@ -41,13 +41,7 @@ def test_the_names_tested_are_not_registered():
 @pytest.mark.parametrize("name", UNREGISTERED)
 def test_unregistered_timm_models_convert_with_per_stage_parity_and_round_trip(name):
     torch_model = random_timm(name)
-    state_dict = torch_model.state_dict()
-    variables = from_timm(name, state_dict)
-
-    back = to_timm(name, variables)
-    assert list(back) == list(state_dict)  # same keys, in timm's order
-    assert all(back[k].dtype == v.dtype and torch.equal(back[k], v) for k, v in state_dict.items())
-
+    variables = converted_and_back(name, torch_model)
     model = model_for_timm(name)
     parameters = sum(int(np.size(p)) for p in jax.tree_util.tree_leaves(variables["params"]))
     assert parameters == sum(p.numel() for p in torch_model.parameters())

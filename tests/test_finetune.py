@@ -10,7 +10,6 @@ from pathlib import Path
 
 import jax
 import jax.numpy as jnp
-import ml_collections
 import numpy as np
 import optax
 import pytest
@@ -18,19 +17,9 @@ import pytest
 import fusionjax
 from fusionjax.convert import write_converted
 from fusionjax.train import cli, data, finetune, trainer
+from test_train import TINY_MODEL, tiny_config
 
-TINY_MODEL = dict(stage_sizes=(1, 1, 1), stage_widths=(4, 8, 8), stem_width=4, in_channels=1)
 SYNTHETIC = data.DatasetInfo(name="synthetic", num_classes=10, image_shape=(8, 8, 1), num_train=256, num_eval=64)
-
-
-def tiny_config(**changes) -> ml_collections.ConfigDict:
-    config = cli.load_config("digits")
-    config.model_overrides.update(TINY_MODEL)
-    config.batch_size = 32
-    config.num_train_steps = 10
-    config.warmup_epochs = 0.0
-    config.update(changes)
-    return config
 
 
 def one_device_setup(config, info=SYNTHETIC):
