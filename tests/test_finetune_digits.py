@@ -2,6 +2,7 @@
 (docs/training.md, "Shown on real images") in which fine-tuning from MNIST beats the same recipe from scratch."""
 
 import numpy as np
+import pytest
 from PIL import Image
 
 from benchmarks import finetune_digits
@@ -38,6 +39,7 @@ def test_few_digits_folder_holds_a_fixed_choice_per_class_for_training_and_every
             np.testing.assert_array_equal(np.asarray(image), np.rint(digits.images[index] * 255 / 16))
 
 
+@pytest.mark.slow
 def test_fine_tuning_from_mnist_beats_the_same_recipe_from_scratch_on_ten_digits_per_class(tmp_path, monkeypatch):
     """A smaller run of the benchmark, about 40 s on 2 cores: 1,000 MNIST digits for 3 epochs, then one seed. The
     two few-label runs share their command line but for where the model comes from (--config.init_from, or the
