@@ -91,7 +91,7 @@ def resnet18_file(tmp_path_factory) -> Path:
 
 @pytest.fixture
 def user_folder(tmp_path, resnet18_file) -> Path:
-    """The issue's folder: notes, a data directory and the source weights."""
+    """A user's working folder: notes, a data directory and the source weights."""
     folder = tmp_path / "work"
     (folder / "data").mkdir(parents=True)
     (folder / "data" / "train.csv").write_text("image,label\n")

@@ -160,7 +160,7 @@ def rmtree_order(path: Path):
 
 def half_delete(step_dir: Path) -> None:
     """Delete a checkpoint's files as Orbax's deletion does, killed right after its metadata file went: the state
-    the issue found a kill leaves (a remnant without metadata, with part of its data)."""
+    a kill leaves (a remnant without metadata, with part of its data)."""
     for path in rmtree_order(step_dir):
         path.unlink()
         if path.name == "_CHECKPOINT_METADATA":
