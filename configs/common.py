@@ -22,7 +22,9 @@ def get_config() -> ml_collections.ConfigDict:
     config.eval_split = config_dict.placeholder(str)
     config.image_size = config_dict.placeholder(int)  # unset: the data set's native size, or 224
     config.augment = "none"  # "none" | "cifar" | "inception"
-    config.input_workers = 0  # grain worker processes; 0 reads in the training process
+    # grain worker processes; 0 reads in the training process. Unset: one per core but one (at most 16) for data
+    # that is decoded as it is read, none for data held in memory (digits, CIFAR training) or under 3 cores.
+    config.input_workers = config_dict.placeholder(int)
     config.skip_bad_images = False  # folder data: skip (and count) corrupt or unreadable images instead of failing
 
     # Fine-tuning (docs/training.md): start from converted or trained weights, optionally freezing parts.
@@ -113,7 +115,6 @@ def imagenet_config(model: str, dataset: str = "imagenet2012") -> ml_collections
     config.dataset = dataset
     config.image_size = 224
     config.augment = "inception"
-    config.input_workers = 8
     config.batch_size = 256
     config.eval_batch_size = 1000
     config.num_epochs = 90.0

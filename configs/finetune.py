@@ -19,7 +19,6 @@ def get_config():
     config.dataset = config_dict.placeholder(str)  # e.g. folder:PATH
     config.image_size = 224
     config.augment = "inception"
-    config.input_workers = 4
     config.batch_size = 32
     config.eval_batch_size = 64
     config.num_epochs = 15.0

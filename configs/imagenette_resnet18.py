@@ -10,7 +10,6 @@ from fusionjax.configs import common
 def get_config():
     config = common.bag_of_tricks_config("resnet18", "imagenette")
     config.image_size = 160
-    config.input_workers = 4
     config.eval_batch_size = 500
     config.num_epochs = 40.0
     config.weight_decay = 5e-5

@@ -192,6 +192,23 @@ def test_init_compile_times_both_initializers_on_the_same_values(capsys):
     assert_ratio_cell(rows[0][3], times["fusionjax"], times["jax"])
 
 
+def test_input_pipeline_times_every_pipeline_on_the_folder_it_makes():
+    import json
+
+    # A subprocess: the command pins itself to cores and starts worker processes.
+    done = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", "--classes", "2", "--images-per-class",
+                           "5", "--batch-size", "4", "--warmup", "1", "--batches", "2", "--rounds", "1", "--workers",
+                           "1", "--json"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    result = json.loads(done.stdout)
+    assert result["images"] == 10 and result["cores"] == os.cpu_count()
+    rates = result["images_per_s_per_core"]
+    assert {"fusionjax", "torchvision"} <= set(rates)
+    assert all(rates[name][transform]["1"] > 0 for name in rates for transform in ("train", "eval"))
+    assert result["pillow_full_decode_per_core"]["median"] > 0
+    assert ("tf.data" in rates) != any(note.startswith("tf.data: not run") for note in result["notes"])
+
+
 @pytest.mark.parametrize("command", [compare, user_step])
 def test_benchmark_commands_reject_bad_arguments(command, capsys):
     for argv, message in ((["--models", "resnet21"], "unknown model(s) ['resnet21']"),
@@ -202,7 +219,7 @@ def test_benchmark_commands_reject_bad_arguments(command, capsys):
         assert message in capsys.readouterr().err
 
 
-# What a GPU machine of the project lacks (issue 14): the check must run without importing any of them.
+# What the GPU machines lent to the project lack: the check must run without importing any of them.
 NOT_ON_GPU_MACHINES = ("ml_collections", "tensorflow_datasets", "tensorflow", "grain", "sklearn", "safetensors",
                        "timm", "keras", "onnx", "onnxruntime", "matplotlib", "fusionjax.train")
 BLOCKED_RUN = """

@@ -329,7 +329,8 @@ def test_nan_loss_stops_naming_the_step_and_keeps_the_last_good_checkpoint(tmp_p
 
     def poisoned(config, **kwargs):
         for step, batch in enumerate(real_train_batches(config, **kwargs), kwargs["start_step"] + 1):
-            yield {**batch, "image": np.full_like(batch["image"], np.nan)} if step == bad_step else batch
+            # uint8 pixels hold no NaN: a float32 batch of NaN, which the step normalizes to NaN.
+            yield {**batch, "image": np.full(batch["image"].shape, np.nan, np.float32)} if step == bad_step else batch
 
     monkeypatch.setattr(data, "train_batches", poisoned)
     config = tiny_config(num_train_steps=20, log_every_steps=5, checkpoint_every_steps=6, eval_every_epochs=100.0,
@@ -600,11 +601,12 @@ def ascent_run(tmp_path_factory):
 def ema_reference(config, steps: int) -> dict:
     """The EMA after ``steps``, in float64 NumPy from every step's variables: ema_0 = the initial variables,
     ema_t = d·ema_(t−1) + (1 − d)·variables_t. Replays the run's steps (same program, batches and keys)."""
-    setup = trainer.make_setup(config)
-    state, step = trainer.init_state(setup), trainer.make_train_step(setup)
+    setup, description = trainer.make_setup(config), data.describe(config, log=None)
+    state, step = trainer.init_state(setup), trainer.make_train_step(setup, description.transform)
     as_float64 = functools.partial(jax.tree_util.tree_map, lambda x: np.asarray(x, np.float64))
     ema = as_float64(jax.device_get(state.variables()))
-    batches = data.train_batches(config, seed=config.seed, global_batch_size=config.batch_size)
+    batches = data.train_batches(description, seed=config.seed, global_batch_size=config.batch_size,
+                                 normalized=False)
     for _ in range(steps):
         state, _ = step(state, trainer.global_batch(next(batches), setup.mesh))
         ema = jax.tree_util.tree_map(lambda e, v: config.ema_decay * e + (1 - config.ema_decay) * v, ema,

@@ -100,7 +100,7 @@ _PANELS = (  # (title, metric, log scale)
 
 
 def plot_curves(workdir: Path) -> Path:
-    """Write ``curves.png`` (loss, top-1, learning rate, throughput against step) into ``workdir``."""
+    """Write ``curves.png`` (loss, top-1, learning rate, throughput and input wait against step) into ``workdir``."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -115,12 +115,13 @@ def plot_curves(workdir: Path) -> Path:
                 steps, values = zip(*points)
                 ax.plot(steps, values, marker="o" if len(points) < 30 else None, markersize=3, label=split)
         if metric == "images_per_sec":
-            ax.set_title("images/s (train: solid; input pipeline: dashed)")
-            for split, records in runs.items():
-                points = sorted((s, r["input_images_per_sec"]) for s, r in records.items()
-                                if "input_images_per_sec" in r)
-                if points:
-                    ax.plot(*zip(*points), linestyle="--", label=f"{split} input")
+            ax.set_title("images/s (solid); share of time waiting for input (dashed, right)")
+            waits = sorted((s, r["input_wait"]) for s, r in runs.get("train", {}).items() if "input_wait" in r)
+            if waits:
+                wait_axis = ax.twinx()
+                wait_axis.plot(*zip(*waits), linestyle="--", color="tab:red", label="input wait")
+                wait_axis.set_ylim(0, 1)
+                wait_axis.set_ylabel("input wait")
         else:
             ax.set_title(title)
         if log_scale and ax.lines:

@@ -42,6 +42,7 @@ import fusionjax
 from fusionjax import cards, checkpoints
 from fusionjax.arguments import ModelArgumentError
 from fusionjax.train import data, finetune, metrics as metrics_lib, optim, workdir as workdir_lib
+from fusionjax.train.data.transforms import Transform
 from fusionjax.train.errors import ConfigError, RunNotFoundError, TrainingDivergedError
 from fusionjax.train.mixup import mix_batch
 
@@ -187,13 +188,25 @@ def abstract_state(setup: Setup) -> TrainState:
 # On device.
 
 
+def normalize_pixels(images: jax.Array, transform: Transform) -> jax.Array:
+    """The host pipeline's uint8 pixels → the model's float32 input: ``transform.normalize``'s formula, on device."""
+    std = np.asarray(transform.std, np.float32)
+    pixels = (images[..., ::-1] if transform.reverse_channels else images).astype(jnp.float32)
+    return pixels * (np.float32(1 / transform.pixel_max) / std) - np.asarray(transform.mean, np.float32) / std
+
+
+def _model_input(images: jax.Array, transform: Transform | None) -> jax.Array:
+    return images if transform is None else normalize_pixels(images, transform)
+
+
 def _top_k_correct(logits, labels, k: int):
     k = min(k, logits.shape[-1])
     return jnp.any(jax.lax.top_k(logits, k)[1] == labels[:, None], axis=-1).astype(jnp.float32)
 
 
-def make_train_step(setup: Setup):
-    """``train_step(state, batch) -> (state, metrics)``, jit-compiled over ``setup.mesh``."""
+def make_train_step(setup: Setup, transform: Transform | None = None):
+    """``train_step(state, batch) -> (state, metrics)``, jit-compiled over ``setup.mesh``. With ``transform``
+    (the data's) ``batch['image']`` holds uint8 pixels that the step normalizes; without, the model's input."""
     config, model, tx, schedule = setup.config, setup.model, setup.tx, setup.schedule
     num_classes, groups, accum = setup.info.num_classes, config.bn_groups, config.grad_accum_steps
     base_key = jax.random.key(config.seed)
@@ -217,7 +230,8 @@ def make_train_step(setup: Setup):
     def train_step(state: TrainState, batch: dict):
         mix_key, dropout_key = jax.random.split(jax.random.fold_in(base_key, state.step))
         targets = optax.smooth_labels(jax.nn.one_hot(batch["label"], num_classes), config.label_smoothing)
-        images, targets = mix_batch(batch["image"], targets, mix_key, config.mixup_alpha, config.cutmix_alpha)
+        images = _model_input(batch["image"], transform)
+        images, targets = mix_batch(images, targets, mix_key, config.mixup_alpha, config.cutmix_alpha)
 
         def loss_fn(params):
             logits, batch_stats = forward(params, state.batch_stats, images, dropout_key)
@@ -253,12 +267,13 @@ def make_train_step(setup: Setup):
                    out_shardings=(shardings, NamedSharding(setup.mesh, P())), donate_argnums=0)
 
 
-def make_eval_step(model, mesh: Mesh):
+def make_eval_step(model, mesh: Mesh, transform: Transform | None = None):
     """``eval_step(variables, batch) -> sums`` of loss, top-1, top-5 and count over the real (mask 1) examples,
-    and per class (``class_top1``, ``class_count``: one entry per class)."""
+    and per class (``class_top1``, ``class_count``: one entry per class). ``transform``: as in ``make_train_step``;
+    padding rows, zero pixels, normalize to nonzero values that the mask leaves out."""
 
     def eval_step(variables, batch):
-        logits = model.apply(variables, batch["image"], train=False)
+        logits = model.apply(variables, _model_input(batch["image"], transform), train=False)
         mask, labels = batch["mask"], batch["label"]
         loss = optax.softmax_cross_entropy_with_integer_labels(logits, labels)
         top1 = _top_k_correct(logits, labels, 1) * mask
@@ -282,12 +297,13 @@ def global_batch(local_batch: dict, mesh: Mesh) -> dict:
 
 def evaluate(description: data.DataDescription, batch_size: int, mesh: Mesh, eval_step, variables,
              per_class: bool = False) -> dict[str, float]:
-    """Loss, top-1 and top-5 over the eval split of ``description`` (padding excluded); with ``per_class`` also
-    ``per_class``: ``{class name: {"top1", "count"}}`` for every class the split holds."""
+    """Loss, top-1 and top-5 over the eval split of ``description`` (padding excluded), with an ``eval_step`` made
+    with ``description.eval_transform``; with ``per_class`` also ``per_class``: ``{class name: {"top1", "count"}}``
+    for every class the split holds."""
     totals = {"loss": 0.0, "top1": 0.0, "top5": 0.0, "count": 0.0}
     class_top1 = class_count = 0.0
     for batch in data.eval_batches(description, global_batch_size=batch_size, process_index=jax.process_index(),
-                                   process_count=jax.process_count()):
+                                   process_count=jax.process_count(), normalized=False):
         sums = jax.device_get(eval_step(variables, global_batch(batch, mesh)))
         for k in totals:
             totals[k] += float(sums[k])
@@ -325,13 +341,24 @@ class _Sigterm:
 
 
 class _TrainLog:
-    """Collects per-step metrics on device and turns them into logged means; stops on a NaN/Inf loss or state."""
+    """Collects per-step metrics on device and turns them into logged means; stops on a NaN/Inf loss or state.
+
+    ``input_wait`` is the fraction of the interval's wall time the loop spent blocked on the next batch: the device
+    idles for about that share, so a value near 0 means the input keeps up and one near 1 that it is the bottleneck.
+    """
 
     def __init__(self, writer: metrics_lib.MetricWriter, batch_size: int, manager: ocp.CheckpointManager):
         self.writer, self.batch_size, self.manager = writer, batch_size, manager
         self.pending: list[tuple[int, dict]] = []
-        self.input_seconds = 0.0
+        self.wait_seconds = 0.0
         self.started = time.perf_counter()
+
+    def next_batch(self, batches):
+        """``next(batches)``, timing how long it blocks."""
+        started = time.perf_counter()
+        batch = next(batches)
+        self.wait_seconds += time.perf_counter() - started
+        return batch
 
     def check(self, state: TrainState) -> list[tuple[int, dict]]:
         """Fetch pending metrics; raise ``TrainingDivergedError`` naming the first step whose loss or new state (the
@@ -359,10 +386,9 @@ class _TrainLog:
         images = self.batch_size * len(fetched)
         logged = {k: float(np.mean([m[k] for _, m in fetched])) for k in ("loss", "top1", "top5")}
         logged.update(learning_rate=float(fetched[-1][1]["learning_rate"]), step_time=seconds / len(fetched),
-                      images_per_sec=images / seconds,
-                      input_images_per_sec=images / max(self.input_seconds, 1e-9))
+                      images_per_sec=images / seconds, input_wait=min(self.wait_seconds / seconds, 1.0))
         self.writer.write(fetched[-1][0], "train", logged)
-        self.input_seconds, self.started = 0.0, time.perf_counter()
+        self.wait_seconds, self.started = 0.0, time.perf_counter()
         return logged
 
 
@@ -407,12 +433,13 @@ def _train_in_claimed_workdir(config, workdir: Path, setup: Setup, source,
     else:
         state = restored
     start = int(state.step)
-    train_step, eval_step = make_train_step(setup), make_eval_step(setup.model, setup.mesh)
+    train_step = make_train_step(setup, description.transform)
+    eval_step = make_eval_step(setup.model, setup.mesh, description.eval_transform)
     writer = metrics_lib.MetricWriter(workdir, enabled=is_main)
     log = _TrainLog(writer, setup.micro_batch_size, manager)
     batches = data.train_batches(description, seed=config.seed, global_batch_size=setup.micro_batch_size,
                                  start_step=start, process_index=jax.process_index(),
-                                 process_count=jax.process_count())
+                                 process_count=jax.process_count(), normalized=False)
     steps_per_epoch = setup.updates_per_epoch * config.grad_accum_steps
     eval_every = max(1, round(config.eval_every_epochs * steps_per_epoch))
     if is_main:
@@ -425,10 +452,7 @@ def _train_in_claimed_workdir(config, workdir: Path, setup: Setup, source,
     try:
         with _Sigterm() as sigterm:
             for step in range(start + 1, setup.total_steps + 1):
-                fetch_started = time.perf_counter()
-                batch = global_batch(next(batches), setup.mesh)
-                log.input_seconds += time.perf_counter() - fetch_started
-                state, step_metrics = train_step(state, batch)
+                state, step_metrics = train_step(state, global_batch(log.next_batch(batches), setup.mesh))
                 if not manager.is_saving_in_progress():  # then this does not wait: it raises a failed save's error
                     manager.wait_until_finished()  # now, not at the next save
                 log.pending.append((step, step_metrics))
@@ -437,7 +461,8 @@ def _train_in_claimed_workdir(config, workdir: Path, setup: Setup, source,
                 stop = sigterm.received or (jax.process_count() > 1 and manager.reached_preemption(step))
                 if step % config.log_every_steps == 0 or last or stop:
                     logged = log.write(state)
-                    progress.set_postfix(loss=f"{logged['loss']:.3f}", top1=f"{logged['top1']:.3f}", refresh=False)
+                    progress.set_postfix(loss=f"{logged['loss']:.3f}", top1=f"{logged['top1']:.3f}",
+                                         input_wait=f"{logged['input_wait']:.0%}", refresh=False)
                 evaluate_now = step % eval_every == 0 or last
                 if evaluate_now:
                     log.check(state)
@@ -490,8 +515,8 @@ def evaluate_workdir(workdir: str | Path, checkpoint: str = "latest", ema: bool 
     step = workdir_lib.find_checkpoint(manager, checkpoint)
     state = workdir_lib.restore_checkpoint(manager, step, abstract_state(setup))
     manager.close()
-    result = evaluate(description, config.eval_batch_size, setup.mesh, make_eval_step(setup.model, setup.mesh),
-                      state.variables(ema=ema), per_class)
+    eval_step = make_eval_step(setup.model, setup.mesh, description.eval_transform)
+    result = evaluate(description, config.eval_batch_size, setup.mesh, eval_step, state.variables(ema=ema), per_class)
     return {"step": step, **result}
 
 
@@ -510,4 +535,5 @@ def evaluate_converted(directory: str | Path, config, per_class: bool = False) -
     description = data.describe(config, normalization=source.normalization, channels=source.image_shape[-1])
     mesh = make_mesh()
     model, variables = source.model(), jax.device_put(source.variables, NamedSharding(mesh, P()))
-    return evaluate(description, config.eval_batch_size, mesh, make_eval_step(model, mesh), variables, per_class)
+    eval_step = make_eval_step(model, mesh, description.eval_transform)
+    return evaluate(description, config.eval_batch_size, mesh, eval_step, variables, per_class)

@@ -120,8 +120,10 @@ def eval_split(config, spec: DatasetSpec) -> str:
     return config_value(config, "eval_split", spec.eval_split)
 
 
-def input_workers(config) -> int:
-    workers = config_value(config, "input_workers", 0)
-    if not isinstance(workers, int) or workers < 0:
-        raise ConfigError(f"config.input_workers must be an int >= 0 (0 reads in-process), got {workers!r}.")
+def input_workers(config) -> int | None:
+    """``config.input_workers``; None (unset) lets the pipeline pick from the host's cores."""
+    workers = config_value(config, "input_workers")
+    if workers is not None and (not isinstance(workers, int) or workers < 0):
+        raise ConfigError(f"config.input_workers must be an int >= 0 (0 reads in-process), or unset to pick from "
+                          f"the host's cores; got {workers!r}.")
     return workers

@@ -42,7 +42,7 @@ class DataDescription:
     transform: Transform  # training's (config.augment); evaluation's is ``eval_transform``
     train: Split
     eval: Split
-    input_workers: int
+    input_workers: int | None  # None: pipeline.auto_input_workers
     train_in_memory: bool  # decode the training split once into memory (fixed-size tfds data)
     grayscale: bool  # the data set's own images are grayscale (digits, 1-channel tfds data, a folder of gray images)
     skipped_images: tuple[str, ...] = ()

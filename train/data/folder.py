@@ -7,7 +7,8 @@ sorted by name, files found by a sorted ``os.walk`` and kept where the extension
 
 At start-up every file's header is read (format and size), so an unreadable file is named before anything
 compiles; with ``config.skip_bad_images`` every image is decoded whole instead, and the bad ones are left out and
-listed. Images are converted to the model's channels as torchvision's loader does (``PIL.Image.convert``).
+listed. Images are converted to the model's channels as torchvision's loader does (``PIL.Image.convert``);
+JPEGs are decoded at the reduced scale their crop allows (``decode``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
+from fusionjax.train.data.decode import PIL_ERRORS as _PIL_ERRORS, JpegFile, open_image
 from fusionjax.train.errors import ConfigError, DataError, DataNotFoundError
 
 # torchvision.datasets.folder.IMG_EXTENSIONS, matched case-insensitively as torchvision matches them.
@@ -27,7 +29,6 @@ IMG_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tif
 EVAL_FOLDERS = ("val", "validation")  # looked for, in this order, when config.eval_split is unset
 SPLIT_SEED = 0  # a fraction split is the same for every config.seed, so runs with different seeds compare
 _CHECK_THREADS = 8  # header reads wait on the disk, not the GIL
-_PIL_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises for bytes it cannot read (UnidentifiedImageError)
 PIL_MODES = {1: "L", 3: "RGB"}
 # The bands of PIL's gray modes ("1", "L", "LA", "I", "I;16", "F"), alpha aside; a palette ("P") may hold colours.
 _GRAY_BANDS = ({"1"}, {"L"}, {"I"}, {"F"})
@@ -142,21 +143,9 @@ class FolderSource:
     def __len__(self) -> int:
         return len(self.files.files)
 
-    def read(self, indices: np.ndarray) -> tuple[list[np.ndarray], np.ndarray]:
-        return [self._decode(self.files.files[i]) for i in indices], self.labels[indices]
-
-    def _decode(self, relative: str) -> np.ndarray:
-        from PIL import Image
-
-        path = self.root / relative
-        try:
-            with Image.open(path) as image:
-                pixels = np.asarray(image.convert(self.mode))
-        except _PIL_ERRORS as error:
-            raise DataError(f"{path} cannot be decoded ({error}): replace or delete it, or set "
-                            "--config.skip_bad_images=True (then every image is decoded at start-up and the bad "
-                            "ones are skipped).") from None
-        return pixels[..., None] if pixels.ndim == 2 else pixels
+    def read(self, indices: np.ndarray) -> tuple[list[np.ndarray | JpegFile], np.ndarray]:
+        """The images' pixels, JPEGs left to the transform to decode at the scale their crop needs."""
+        return [open_image(self.root / self.files.files[i], self.mode) for i in indices], self.labels[indices]
 
 
 @dataclasses.dataclass(frozen=True)

@@ -3,13 +3,19 @@
 Every training batch is a pure function of ``(seed, step)``: the example order is a per-epoch permutation seeded by
 ``(seed, epoch)`` and the augmentation's random numbers come from a generator seeded by ``(seed, step)``. Resuming
 at ``start_step`` therefore reproduces an uninterrupted run exactly, and a batch does not depend on how many hosts
-read it: host ``i`` of ``n`` reads and augments rows ``[i*B/n, (i+1)*B/n)`` of it. grain reads with threads and,
-with ``config.input_workers > 0``, worker processes; the order of batches never depends on either.
+read it: host ``i`` of ``n`` reads and augments rows ``[i*B/n, (i+1)*B/n)`` of it. grain reads with threads and
+worker processes (``config.input_workers``; unset: ``auto_input_workers``); the order of batches never depends on
+either.
+
+Images leave the workers as uint8 pixels, a quarter of float32's bytes: copying batches between processes, not
+decoding, is what made a few workers slower than none. They are normalized in the consuming process
+(``normalized=True``), or kept as pixels for a consumer that normalizes them itself: the trainer, on the device.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import sys
 from collections.abc import Iterator
 
@@ -19,6 +25,7 @@ import numpy as np
 
 from fusionjax.train.data import catalog
 from fusionjax.train.data.description import DataDescription, describe
+from fusionjax.train.data.sources import ArraySource
 from fusionjax.train.data.transforms import Transform
 from fusionjax.train.errors import ConfigError
 
@@ -87,12 +94,36 @@ class _EvalBatch:
         rows = self.shard.rows
         positions = batch_number * self.shard.global_batch_size + np.arange(rows.start, rows.stop)
         real = positions[positions < len(self.source)]
-        image = np.zeros((len(positions), *self.image_shape), np.float32)
+        image = np.zeros((len(positions), *self.image_shape), np.uint8)
         label = np.zeros(len(positions), np.int32)
         if len(real):
             images, labels = self.source.read(real)
             image[:len(real)], label[:len(real)] = self.transform.eval(images), labels
         return {"image": image, "label": label, "mask": (positions < len(self.source)).astype(np.float32)}
+
+
+MAX_AUTO_WORKERS = 16  # bounds start-up time and memory: every worker holds its own reader and batches in flight
+
+
+def auto_input_workers(source, cores: int | None = None) -> int:
+    """Worker processes for an unset ``config.input_workers``: one per core this process may use (``cores``), less
+    one for the training loop, at most ``MAX_AUTO_WORKERS``. None for a split in memory (digits, CIFAR's training
+    images), which has nothing to decode and would be copied into every worker, nor below 2, where one worker
+    would only add a copy between processes to reading in-process."""
+    if isinstance(source, ArraySource):
+        return 0
+    if cores is None:
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    workers = min(cores - 1, MAX_AUTO_WORKERS)
+    return workers if workers >= 2 else 0
+
+
+def _normalized(batches: Iterator[dict], transform: Transform) -> Iterator[dict]:
+    for batch in batches:
+        image = transform.normalize(batch["image"])
+        if "mask" in batch:
+            image[batch["mask"] == 0] = 0  # padding rows stay zero, as eval_batches promises
+        yield {**batch, "image": image}
 
 
 def _iterate(dataset: grain.MapDataset, workers: int) -> Iterator[dict]:
@@ -105,12 +136,18 @@ def _iterate(dataset: grain.MapDataset, workers: int) -> Iterator[dict]:
         # parsed them, and their defaults are what we want.
         if not flags.FLAGS.is_parsed():
             flags.FLAGS.mark_as_parsed()
-        iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers))
+        # Two batches ready per worker: one being taken while the next is made.
+        iter_dataset = iter_dataset.mp_prefetch(grain.MultiprocessingOptions(num_workers=workers,
+                                                                             per_worker_buffer_size=2))
     return iter(iter_dataset)
 
 
 def _described(data) -> DataDescription:
     return data if isinstance(data, DataDescription) else describe(data)
+
+
+def _workers(data: DataDescription, source) -> int:
+    return auto_input_workers(source) if data.input_workers is None else data.input_workers
 
 
 def dataset_info(config) -> catalog.DatasetInfo:
@@ -119,9 +156,11 @@ def dataset_info(config) -> catalog.DatasetInfo:
 
 
 def train_batches(data: DataDescription | ml_collections.ConfigDict, *, seed: int, global_batch_size: int,
-                  start_step: int = 0, process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+                  start_step: int = 0, process_index: int = 0, process_count: int = 1,
+                  normalized: bool = True) -> Iterator[dict]:
     """Infinite training batches ``{'image': float32 [B/n, H, W, C], 'label': int32 [B/n]}`` from ``start_step``
-    of the data that ``data`` describes (a config is described first).
+    of the data that ``data`` describes (a config is described first); ``normalized=False``: the images are the
+    uint8 pixels that ``data.transform.normalize`` turns into them.
 
     Deterministic in ``(seed, step)``; reshuffles every epoch and drops each epoch's incomplete last batch.
     """
@@ -141,15 +180,20 @@ def train_batches(data: DataDescription | ml_collections.ConfigDict, *, seed: in
         source = source.to_memory()
     # Steps are unbounded in principle; sys.maxsize // 2 is a length grain can hold that no run reaches.
     steps = grain.MapDataset.range(start_step, sys.maxsize // 2)
-    return _iterate(steps.map(_TrainBatch(source, data.transform, shard, seed, steps_per_epoch)), data.input_workers)
+    batches = _iterate(steps.map(_TrainBatch(source, data.transform, shard, seed, steps_per_epoch)),
+                       _workers(data, source))
+    return _normalized(batches, data.transform) if normalized else batches
 
 
 def eval_batches(data: DataDescription | ml_collections.ConfigDict, *, global_batch_size: int,
-                 process_index: int = 0, process_count: int = 1) -> Iterator[dict]:
+                 process_index: int = 0, process_count: int = 1, normalized: bool = True) -> Iterator[dict]:
     """One ordered pass over the eval split of ``data`` (a description, or a config described first); the last
-    batch is padded, and ``'mask'`` marks real examples."""
+    batch is padded with zeros, and ``'mask'`` marks real examples. ``normalized=False``: uint8 pixels, as in
+    ``train_batches``."""
     data = _described(data)
     shard = HostShard(global_batch_size, process_index, process_count)
     source = data.eval.source
     batches = grain.MapDataset.range(-(-len(source) // global_batch_size))
-    return _iterate(batches.map(_EvalBatch(source, data.eval_transform, shard, data.image_shape)), data.input_workers)
+    batches = _iterate(batches.map(_EvalBatch(source, data.eval_transform, shard, data.image_shape)),
+                       _workers(data, source))
+    return _normalized(batches, data.eval_transform) if normalized else batches

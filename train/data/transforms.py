@@ -75,6 +75,11 @@ def resize(image: np.ndarray, size: tuple[int, int], box: np.ndarray | None = No
     return out[..., None] if out.ndim == 2 else out
 
 
+def crop_resize(image, size: tuple[int, int], box: np.ndarray) -> np.ndarray:
+    """``resize`` of ``box``; a JPEG still encoded (``decode.JpegFile``) decodes only what the crop needs."""
+    return resize(image, size, box) if isinstance(image, np.ndarray) else image.crop_resize(size, box)
+
+
 def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
     """torchvision's Resize(int(size / 0.875)) + CenterCrop(size)."""
     height, width = image.shape[:2]
@@ -91,7 +96,8 @@ def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
 
 @dataclasses.dataclass(frozen=True)
 class Transform:
-    """Turns a host's raw images into a normalized float32 NHWC batch."""
+    """Turns a host's raw images into a uint8 NHWC batch (``train``, ``eval``) and such a batch into the model's
+    normalized float32 input (``normalize``)."""
 
     augment: str  # 'none' | 'cifar' | 'inception'
     image_size: int
@@ -115,18 +121,19 @@ class Transform:
 
     def train(self, images: list[np.ndarray], draws: dict[str, np.ndarray]) -> np.ndarray:
         if self.augment == "cifar":
-            return self.normalize(pad_crop_flip(np.stack(images), draws["offsets"], draws["flips"], CIFAR_PADDING))
+            return pad_crop_flip(np.stack(images), draws["offsets"], draws["flips"], CIFAR_PADDING)
         if self.augment == "inception":
             boxes = inception_boxes(np.asarray([image.shape[:2] for image in images]), draws)
-            crops = np.stack([resize(image, (self.image_size, self.image_size), box)
+            crops = np.stack([crop_resize(image, (self.image_size, self.image_size), box)
                               for image, box in zip(images, boxes)])
-            return self.normalize(np.where(draws["flips"][:, None, None, None], crops[:, :, ::-1], crops))
+            return np.where(draws["flips"][:, None, None, None], crops[:, :, ::-1], crops)
         return self.eval(images)
 
     def eval(self, images: list[np.ndarray]) -> np.ndarray:
         if not self.fixed_size:
-            images = [resize_center_crop(image, self.image_size) for image in images]
-        return self.normalize(np.stack(images))
+            images = [resize_center_crop(image, self.image_size) if isinstance(image, np.ndarray)
+                      else image.resize_center_crop(self.image_size) for image in images]
+        return np.stack(images)
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         std = np.asarray(self.std, np.float32)

@@ -1,0 +1,192 @@
+"""JPEGs decoded at a reduced DCT scale (``fusionjax.train.data.decode``).
+
+References are independent of the reduced path: torchvision's ``RandomResizedCrop.get_params`` for the crop
+distribution, PIL's full-size decode followed by the transform's own resize for the pixels, closed forms for the
+scale chosen, and libjpeg's own record of the scale it decoded at.
+"""
+
+import numpy as np
+import pytest
+from PIL import Image, JpegImagePlugin
+from scipy import stats
+
+from fusionjax.train.data import decode
+from fusionjax.train.data.transforms import Transform, inception_boxes, resize, resize_center_crop
+from fusionjax.train.errors import DataError
+
+# Image sizes (height, width): ImageNet's common landscape and portrait shapes, a large photo (every DCT scale
+# applies at 224), and a strip where most draws fit no attempt and torchvision's central fallback is taken.
+SIZES = ((375, 500), (500, 333), (1200, 1600), (40, 700))
+DRAWS = 4000  # per size and library
+# Two-sample KS tests on 4000 + 4000 draws: a p-value under 1e-3 would reject "same distribution" at 0.1 %; the
+# seeds are fixed, so the test is deterministic, and a real difference (a shifted scale range, a wrong ratio
+# transform, positions off by half a crop) gives p far below 1e-10 at this sample size.
+KS_MIN_P = 1e-3
+
+
+class RecordingImage:
+    """Stands in for a ``decode.JpegFile`` of a given size: records the box the transform asks it to decode."""
+
+    def __init__(self, height, width, boxes):
+        self.shape, self.boxes = (height, width, 3), boxes
+
+    def crop_resize(self, size, box):
+        self.boxes.append(np.asarray(box))
+        return np.zeros((*size, 3), np.uint8)
+
+
+def crop_statistics(height, width, boxes):
+    top, left, crop_h, crop_w = np.asarray(boxes, np.float64).T
+    # Positions as a fraction of the image: top/height and left/width spread the same way whenever the crops do.
+    return {"scale": crop_h * crop_w / (height * width), "log_ratio": np.log(crop_w / crop_h),
+            "top": top / height, "left": left / width}
+
+
+@pytest.mark.parametrize("height,width", SIZES)
+def test_the_boxes_decoded_follow_torchvisions_random_resized_crop(height, width):
+    import torch
+
+    from fusionjax.torch_compat import import_torchvision
+
+    transforms = import_torchvision().transforms
+    transform = Transform("inception", 224, False, 255.0, (0.0,) * 3, (1.0,) * 3)
+    boxes = []
+    rng = np.random.default_rng(0)
+    for _ in range(DRAWS // 100):  # batches of 100, as the pipeline draws them
+        transform.train([RecordingImage(height, width, boxes) for _ in range(100)], transform.draw(rng, 100))
+    torch.manual_seed(0)
+    image = torch.empty(3, height, width)
+    reference = [transforms.RandomResizedCrop.get_params(image, [0.08, 1.0], [3 / 4, 4 / 3]) for _ in range(DRAWS)]
+    ours, theirs = crop_statistics(height, width, boxes), crop_statistics(height, width, reference)
+    for name in ours:
+        result = stats.ks_2samp(ours[name], theirs[name])
+        assert result.pvalue > KS_MIN_P, (name, result)
+    # Every box lies inside its image, and the strip's central fallback appears as often as torchvision's does.
+    top, left, crop_h, crop_w = np.asarray(boxes).T
+    assert (top >= 0).all() and (left >= 0).all() and (top + crop_h <= height).all() and (left + crop_w <= width).all()
+    fallback = (height, width) == (40, 700)
+    if fallback:
+        share = lambda found: np.mean([tuple(box) == (0, 323, 40, 53) for box in np.asarray(found).tolist()])
+        # A binomial share over 4000 draws has a standard error below 0.008: 0.04 is five of them.
+        assert abs(share(boxes) - share(reference)) < 0.04 and share(reference) > 0.1
+
+
+def test_the_scale_is_the_largest_at_which_the_crop_still_covers_the_output():
+    assert decode.reduction(448, 448, 224, 224) == 2
+    assert decode.reduction(447, 2000, 224, 224) == 1  # one side short of 2x: no reduction
+    assert decode.reduction(896, 900, 224, 224) == 4
+    assert decode.reduction(1792, 1800, 224, 224) == 8
+    assert decode.reduction(5000, 5000, 224, 224) == 8  # libjpeg's smallest scale is 1/8
+    # Evaluation of a 600x800 image: torchvision resizes it to 256x341 (the long side truncated), then keeps the
+    # centre 224x224 from (16, 58) (58.5 rounded half to even); in full-size pixels each axis scales by its own
+    # factor, 600/256 and 800/341.
+    np.testing.assert_allclose(decode.eval_box(600, 800, 224),
+                               (16 * 600 / 256, 58 * 800 / 341, 224 * 600 / 256, 224 * 800 / 341), rtol=1e-12)
+
+
+@pytest.fixture(scope="module")
+def photos(tmp_path_factory):
+    """Real photographs that ship with scikit-learn and matplotlib, written as quality-90 JPEGs."""
+    import matplotlib.cbook
+    from sklearn.datasets import load_sample_images
+
+    folder = tmp_path_factory.mktemp("photos")
+    images = list(load_sample_images().images)  # 427x640: a Chinese temple, a flower
+    with Image.open(matplotlib.cbook.get_sample_data("grace_hopper.jpg")) as hopper:  # 600x512 portrait
+        images.append(np.asarray(hopper.convert("RGB")))
+    paths = []
+    for i, pixels in enumerate(images):
+        paths.append(folder / f"{i}.jpg")
+        Image.fromarray(pixels).save(paths[-1], quality=90)
+    return paths
+
+
+def full_decode(path, mode="RGB"):
+    with Image.open(path) as image:
+        pixels = np.asarray(image.convert(mode))
+    return pixels[..., None] if pixels.ndim == 2 else pixels
+
+
+@pytest.fixture
+def decoded_scales(monkeypatch):
+    """The DCT scale libjpeg was set to decode each JPEG at, as PIL's draft recorded it."""
+    scales = []
+    draft = JpegImagePlugin.JpegImageFile.draft
+
+    def recording_draft(self, mode, size):
+        result = draft(self, mode, size)
+        scales.append(self.decoderconfig[0])
+        return result
+
+    monkeypatch.setattr(JpegImagePlugin.JpegImageFile, "draft", recording_draft)
+    return scales
+
+
+# Measured on these photos (quality-90 JPEGs; 200 training crops per photo and size, and the evaluation crop),
+# reduced against full-size decode, in 0-255 levels. At 224 px only scale 2 applies (the photos are 427-640 px):
+# mean absolute difference per crop at most 1.9 (training) and 2.5 (Grace Hopper's evaluation crop), largest
+# single pixel 69, at a sharp edge, where libjpeg's DCT-domain reduction and the bilinear filter's anti-aliasing
+# blur differently. At 64 and 32 px (scales 2-8): per crop at most 4.7 (a small crop at scale 8), pixels at most
+# 49; the mean over all crops of a size 0.9-1.6. Bounds: about 1.3x the largest measured values.
+MAX_MEAN_PER_CROP = 6.0
+MAX_MEAN_OVERALL = 2.5
+MAX_PIXEL = 100
+
+
+@pytest.mark.parametrize("size", [224, 64, 32])
+def test_reduced_decode_matches_full_decode_on_photos(photos, decoded_scales, size):
+    transform = Transform("inception", size, False, 255.0, (0.0,) * 3, (1.0,) * 3)
+    rng = np.random.default_rng(1)
+    means, scales = [], []
+    for path in photos:
+        for _ in range(60):
+            jpeg = decode.open_image(path, "RGB")
+            box = inception_boxes(np.asarray([jpeg.shape[:2]]), transform.draw(rng, 1))[0]
+            scale = decode.reduction(box[2], box[3], size, size)
+            got = jpeg.crop_resize((size, size), box).astype(np.int64)
+            expected = resize(full_decode(path), (size, size), box).astype(np.int64)
+            if scale == 1:  # no reduction: exactly the full-size path
+                np.testing.assert_array_equal(got, expected)
+                continue
+            assert decoded_scales[-1] == scale
+            difference = np.abs(got - expected)
+            means.append(difference.mean())
+            scales.append(scale)
+            assert difference.max() <= MAX_PIXEL
+        jpeg = decode.open_image(path, "RGB")
+        got, expected = jpeg.resize_center_crop(size), resize_center_crop(full_decode(path), size)
+        if decode.reduction(*decode.eval_box(*jpeg.shape[:2], size)[2:], size, size) == 1:
+            np.testing.assert_array_equal(got, expected)  # no reduction: exactly the full-size path
+        difference = np.abs(got.astype(np.int64) - expected)
+        assert got.shape == (size, size, 3) and difference.max() <= MAX_PIXEL
+        means.append(difference.mean())
+    assert max(means) <= MAX_MEAN_PER_CROP and np.mean(means) <= MAX_MEAN_OVERALL
+    expected_scales = {224: {2}, 64: {2, 4}, 32: {4, 8}}[size]
+    assert set(scales) == expected_scales  # every scale that these sizes allow was exercised
+
+
+def test_gray_and_cmyk_jpegs_are_converted_as_torchvision_loads_them(tmp_path, decoded_scales):
+    rng = np.random.default_rng(2)
+    coarse = rng.integers(0, 256, (30, 40, 3), dtype=np.uint8)
+    smooth = Image.fromarray(coarse).resize((800, 600), Image.BICUBIC)
+    for mode, image in (("L", smooth), ("RGB", smooth.convert("L")), ("RGB", smooth.convert("CMYK"))):
+        path = tmp_path / f"{image.mode}.jpg"
+        image.save(path, quality=95)
+        box = np.asarray([0, 0, 600, 800])
+        got = decode.open_image(path, mode).crop_resize((64, 64), box).astype(np.int64)
+        assert decoded_scales[-1] == 8  # 600/8 = 75 >= 64
+        expected = resize(full_decode(path, mode), (64, 64), box)
+        assert got.shape == expected.shape == (64, 64, 1 if mode == "L" else 3)
+        # Measured: mean 1.4 (gray, and RGB from gray), 2.1 (CMYK), largest pixel 9 and 11 levels; bounds ~1.4x.
+        assert np.abs(got - expected).mean() < 3.0 and np.abs(got - expected).max() <= 15
+
+
+def test_a_truncated_jpeg_is_named_on_either_path(tmp_path):
+    path = tmp_path / "cut.jpg"
+    Image.fromarray(np.full((600, 800, 3), 128, np.uint8)).save(path, quality=90)
+    encoded = path.read_bytes()
+    path.write_bytes(encoded[:encoded.index(b"\xff\xda") + 20])  # the header survives, the scan does not
+    with pytest.raises(DataError, match=f"{path} cannot be decoded"):
+        decode.open_image(path, "RGB").crop_resize((224, 224), np.asarray([0, 0, 600, 800]))  # reduced
+    with pytest.raises(DataError, match=f"{path} cannot be decoded"):
+        np.asarray(decode.open_image(path, "RGB"))  # whole
