@@ -10,6 +10,7 @@ NaN/Inf is refused (a resumed run moves it aside and resumes from the one before
 import contextlib
 import fcntl
 import json
+import logging
 import math
 import os
 import shutil
@@ -131,6 +132,18 @@ def _committed(manager: ocp.CheckpointManager, left: list[Path]) -> list[int]:
     return [s for s in manager.all_steps() if s not in skipped]
 
 
+class _AbandonedReads(logging.Filter):
+    """Drops asyncio's "Task exception was never retrieved" reports of Orbax's other reads of an unreadable
+    checkpoint: they fail as the first did, which ``CheckpointError`` already names in one line."""
+
+    def __init__(self, path: Path):
+        super().__init__()
+        self.path = str(path)
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return self.path not in record.getMessage()
+
+
 def _restore(manager: ocp.CheckpointManager, step: int, target):
     path = Path(manager.directory) / str(step)
     restore_args = ocp.checkpoint_utils.construct_restore_args(target)
@@ -138,6 +151,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, target):
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args)))["state"]
     except Exception as error:  # Orbax raises a bare Exception for what tensorstore reports of a truncated file
+        logging.getLogger("asyncio").addFilter(_AbandonedReads(path))
         raise CheckpointError(f"The checkpoint {path} cannot be read ({unreadable_reason(error)}).") from None
     if not jax.jit(all_finite)(restored):
         raise CheckpointError(f"The checkpoint {path} holds NaN/Inf values ({describe_nonfinite(restored)}).")

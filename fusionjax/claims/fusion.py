@@ -349,7 +349,7 @@ def time_per_flop(ctx: Context) -> Outcome:
                  f"{network_ratio:.2f}×; whole forward {names[1]} ÷ {names[0]} {time_ratio:.2f}× (min of {rounds})",
         rule="on a GPU: confirmed when concat's side takes ≥ 1.1× add's time per multiply-add in both comparisons, "
              "partly in one, refuted in neither; on any other backend not measurable here (the claim is about GPU "
-             "parallelism; `fusionjax-claims --only A5` on a GPU machine measures it)",
+             "parallelism; `fusionjax-claims --out DIR --only A5` on a GPU machine measures it)",
         setup=f"XLA:{backend.upper()}, {jax.device_count()} device(s) ({jax.devices()[0].device_kind}), float32, "
               f"evaluation forward, alternating rounds (min of {rounds}) on a machine that may carry other jobs' load; "
               f"blocks (3×3 conv, add or concat with the input, 1×1 conv) on {tuple(block_input.shape)}, networks "

@@ -22,7 +22,7 @@ each verdict it names: tests/test_claim_rules.py feeds each rule numbers that gi
 Training-based claims state their data, model, seeds and budget; where a verdict depends on a difference, three
 or more seeds and their spread (mean [min–max]). Published figures (accuracies on ImageNet, which cannot be trained
 here) name their source. Claims about GPUs are "not measurable here" on a CPU, with the CPU's numbers as context;
-`fusionjax-claims --only A5,M2` on a GPU machine measures them there. Produced by `fusionjax-claims`
+`fusionjax-claims --out DIR --only A5,M2` on a GPU machine measures them there. Produced by `fusionjax-claims`
 (`fusionjax/claims/`), which needs the `claims` extra (`pip install 'fusionjax[claims]'`); the measurement tools are
 `fusionjax.analysis` (docs/analysis.md). A `--quick` run's verdicts and plots are marked as such and are not
 evidence; it never writes over a full run's report.
