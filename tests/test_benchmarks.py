@@ -195,6 +195,10 @@ def test_init_compile_times_both_initializers_on_the_same_values(capsys):
 def test_input_pipeline_times_every_pipeline_on_the_folder_it_makes():
     import json
 
+    from fusionjax.torch_compat import import_torchvision
+
+    import_torchvision()  # the command times torchvision's DataLoader beside fusionjax's pipeline
+
     # A subprocess: the command pins itself to cores and starts worker processes.
     done = subprocess.run([sys.executable, "-m", "benchmarks.input_pipeline", "--classes", "2", "--images-per-class",
                            "5", "--batch-size", "4", "--warmup", "1", "--batches", "2", "--rounds", "1", "--workers",

@@ -271,7 +271,9 @@ def test_scanned_cifar_resnet_equals_the_unrolled_one():
 
     (loss_u, (logits_u, stats_u)), grads_u = loss_and_stats(unrolled, variables)
     (loss_s, (logits_s, stats_s)), grads_s = loss_and_stats(scanned, stacked)
-    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # Same ops, summed in another order by the scan: float32 rounding, ≤ 1e-5 of each array's largest magnitude
+    # (jax 0.12 fuses differently from 0.10 and moved one value of 0.052 by 2e-6).
+    close = lambda a, b: np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5 * float(np.max(np.abs(b))))
     close(logits_s, logits_u)
     close(loss_s, loss_u)
     jax.tree.map(close, grads_s, restack(grads_u))
