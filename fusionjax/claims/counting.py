@@ -49,19 +49,6 @@ def _zoo_costs(ctx: Context, name: str) -> tuple[int, int]:
     return ctx.cached(("imagenet costs", name), lambda: imagenet_costs(name))
 
 
-def log_axis_ticks(ax, ticks, labels=None, axis: str = "x") -> None:
-    """A logarithmic axis labelled at ``ticks`` only, as plain numbers: matplotlib's automatic minor labels
-    (2×10¹, 4×10¹…) crowd between them over a range of less than a decade."""
-    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
-    get_lim, set_lim = (ax.get_xlim, ax.set_xlim) if axis == "x" else (ax.get_ylim, ax.set_ylim)
-    low, high = get_lim()
-    labels = labels or [f"{t:g}" for t in ticks]
-    inside = [(t, label) for t, label in zip(ticks, labels) if low <= t <= high]  # ticks would widen the axis
-    (ax.set_xticks if axis == "x" else ax.set_yticks)([t for t, _ in inside], [label for _, label in inside])
-    set_lim(low, high)
-    ax.minorticks_off()
-
-
 def _within_last_digit(measured, claimed) -> np.ndarray:
     return np.abs(np.asarray(measured, np.float64) - np.asarray(claimed, np.float64)) <= LAST_DIGIT
 
@@ -387,7 +374,7 @@ def densenet_bc_savings(ctx: Context) -> Outcome:
                    width, label=f"L = {depth}, k = {growth_rate}", color=f"C{j}")
         ax.set_xticks(x, [v.replace("DenseNet", "DN") for v in VARIANTS])  # full names overlap at this width
         # 0.18 to 7 M: the BC variants would vanish on a linear axis; no count here is 0
-        log_axis_ticks(ax, [0.1, 0.2, 0.5, 1, 2, 5, 10] if index == 0 else [50, 100, 200, 500, 1000, 2000],
+        plots.log_axis_ticks(ax, [0.1, 0.2, 0.5, 1, 2, 5, 10] if index == 0 else [50, 100, 200, 500, 1000, 2000],
                        axis="y")
         ax.set(ylabel=what, title=("parameters" if index == 0 else "compute") + " (zoo count)")
     for (variant, depth), figure in published.items():

@@ -43,6 +43,19 @@ def log_axis_with_zero(ax, floor: float, axis: str = "y") -> None:
     (ax.set_ylabel if axis == "y" else ax.set_xlabel)(text)
 
 
+def log_axis_ticks(ax, ticks, labels=None, axis: str = "x") -> None:
+    """A logarithmic axis labelled at ``ticks`` only, as plain numbers: matplotlib's automatic minor labels
+    (2×10¹, 4×10¹…) crowd between them over a range of less than a decade."""
+    (ax.set_xscale if axis == "x" else ax.set_yscale)("log")
+    get_lim, set_lim = (ax.get_xlim, ax.set_xlim) if axis == "x" else (ax.get_ylim, ax.set_ylim)
+    low, high = get_lim()
+    labels = labels or [f"{t:g}" for t in ticks]
+    inside = [(t, label) for t, label in zip(ticks, labels) if low <= t <= high]  # ticks would widen the axis
+    (ax.set_xticks if axis == "x" else ax.set_yticks)([t for t, _ in inside], [label for _, label in inside])
+    set_lim(low, high)
+    ax.minorticks_off()
+
+
 def legend_outside(ax, **options: Any) -> None:
     """The legend to the right of the axes, where it cannot hide data."""
     ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=options.pop("fontsize", 8),

@@ -16,7 +16,7 @@ from fusionjax.analysis import parameter_count
 from fusionjax.claims import data, nets, plots
 from fusionjax.claims.base import (CONFIRMED, PARTLY, REFUTED, Context, Outcome, claim, markdown_table, separated,
                                    spread)
-from fusionjax.claims.counting import TORCHVISION, log_axis_ticks
+from fusionjax.claims.counting import TORCHVISION
 from fusionjax.claims.training import Budget, trained
 
 
@@ -93,12 +93,12 @@ def small_data(ctx: Context) -> Outcome:
     for label in (res_label, dense_label):
         plots.points_with_range(left, sizes, [accuracy[label, n] for n in sizes],
                                 f"{label} ({params[label] / 1e3:.0f}k params)")
-    log_axis_ticks(left, sizes, [f"{n:,}" for n in sizes])
+    plots.log_axis_ticks(left, sizes, [f"{n:,}" for n in sizes])
     left.set(xlabel="training images", ylabel="test accuracy", title="MNIST 14×14, same number of steps")
     plots.legend_outside(left)
     right.plot(sizes, np.asarray(gaps) * 100, "o-")
     right.axhline(0, color="k", lw=0.5)
-    log_axis_ticks(right, sizes, [f"{n:,}" for n in sizes])
+    plots.log_axis_ticks(right, sizes, [f"{n:,}" for n in sizes])
     right.set(xlabel="training images", ylabel="DenseNet − ResNet (accuracy points)", title="advantage of concat")
     plot = ctx.save_plot(fig, "O7_small_data.png")
     rows = [[n, spread(accuracy[res_label, n]), spread(accuracy[dense_label, n]), f"{gap * 100:+.2f}"]
@@ -165,7 +165,7 @@ def parameter_efficiency(ctx: Context) -> Outcome:
             share = shares.get(name, "")
             left.annotate(name[len(family):] + (f" ({share})" if share else ""), (params, top1),
                           textcoords="offset points", xytext=(4, -10), fontsize=7)
-    log_axis_ticks(left, [8, 15, 30, 60])
+    plots.log_axis_ticks(left, [8, 15, 30, 60])
     left.set(xlabel="million parameters", ylabel="ImageNet top-1 (%)",
              title="deciding: ImageNet, published IMAGENET1K_V1\n(ResNet: share the smallest DenseNet as "
                    "accurate needs)")
@@ -175,7 +175,7 @@ def parameter_efficiency(ctx: Context) -> Outcome:
         plots.points_with_range(right, [p for p, _ in members], [acc for _, acc in members], family)
     right.axhline(target, color="k", ls=":", label=f"{reference}'s mean")
     context_params = sorted(p for _, p, _ in table.values())
-    log_axis_ticks(right, context_params, [f"{p / 1e3:.0f}k" for p in context_params])
+    plots.log_axis_ticks(right, context_params, [f"{p / 1e3:.0f}k" for p in context_params])
     right.set(xlabel="parameters", ylabel="test accuracy", title="context only: MNIST 14×14, 4,000 images")
     plots.legend_outside(right)
     plot = ctx.save_plot(fig, "P5_parameter_efficiency.png")
