@@ -134,14 +134,20 @@ def _committed(manager: ocp.CheckpointManager, left: list[Path]) -> list[int]:
 
 class _AbandonedReads(logging.Filter):
     """Drops asyncio's "Task exception was never retrieved" reports of Orbax's other reads of an unreadable
-    checkpoint: they fail as the first did, which ``CheckpointError`` already names in one line."""
+    checkpoint: they fail as the first did, which ``CheckpointError`` already names in one line. Installed once on
+    the asyncio logger; ``paths`` grows with each unreadable checkpoint met."""
 
-    def __init__(self, path: Path):
+    def __init__(self):
         super().__init__()
-        self.path = str(path)
+        self.paths: set[str] = set()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        return self.path not in record.getMessage()
+        message = record.getMessage()
+        return not any(path in message for path in self.paths)
+
+
+_ABANDONED_READS = _AbandonedReads()
+logging.getLogger("asyncio").addFilter(_ABANDONED_READS)
 
 
 def _restore(manager: ocp.CheckpointManager, step: int, target):
@@ -151,7 +157,7 @@ def _restore(manager: ocp.CheckpointManager, step: int, target):
         restored = manager.restore(step, args=ocp.args.Composite(
             state=ocp.args.PyTreeRestore(item=target, restore_args=restore_args)))["state"]
     except Exception as error:  # Orbax raises a bare Exception for what tensorstore reports of a truncated file
-        logging.getLogger("asyncio").addFilter(_AbandonedReads(path))
+        _ABANDONED_READS.paths.add(str(path))
         raise CheckpointError(f"The checkpoint {path} cannot be read ({unreadable_reason(error)}).") from None
     if not jax.jit(all_finite)(restored):
         raise CheckpointError(f"The checkpoint {path} holds NaN/Inf values ({describe_nonfinite(restored)}).")
