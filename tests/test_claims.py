@@ -10,7 +10,7 @@ import optax
 import pytest
 
 from fusionjax.blocks import BasicBlock, DenseBlock, PreActBasicBlock, Transition
-from fusionjax.claims import CLAIMS, architecture, base, counting, data, depth, nets
+from fusionjax.claims import CLAIMS, architecture, base, counting, data, depth, nets, plots
 from fusionjax.claims.cli import main
 from fusionjax.claims.optimization import neighbour_correlation
 from fusionjax.claims.training import Budget, Trainer
@@ -152,6 +152,23 @@ def test_verdict_helpers():
     assert base.separated([1, 2], [3, 4]) and not base.separated([1, 3], [2, 4])
     with pytest.raises(ValueError, match="verdict must be one of"):
         base.Outcome("probably", "", "", "", ("a.png",))
+
+
+def test_symlog_axis_starts_at_zero_and_keeps_zeros_and_the_largest_value():
+    fig, (ax,) = plots.subplots(1)
+    ax.plot([1, 2, 3], [0.0, 1e-4, 2.5])
+    ax.set_ylabel("training loss")
+    plots.log_axis_with_zero(ax, 1e-3)
+    low, high = ax.get_ylim()
+    assert low == 0 and high >= 2.5 and ax.get_yscale() == "symlog"
+    assert ax.get_ylabel() == "training loss (linear below 0.001)"
+
+
+def test_budget_warm_up_is_a_share_of_the_steps_and_at_least_one():
+    assert Budget(steps=400, batch_size=8).warmup_steps == 20  # 5 %
+    assert Budget(steps=10, batch_size=8).warmup_steps == 1
+    assert Budget(steps=200, batch_size=8, warmup=0.25).warmup_steps == 50
+    assert "50-step linear warm-up" in Budget(steps=200, batch_size=8, warmup=0.25).describe()
 
 
 class _Small(nn.Module):

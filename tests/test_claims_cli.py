@@ -2,8 +2,10 @@
 report; the report states each rule before its number and labels every quick verdict."""
 
 import json
+import subprocess
 import sys
 import time
+from pathlib import Path
 
 import pytest
 
@@ -32,6 +34,12 @@ def test_a_quick_run_never_writes_over_a_full_report(tmp_path, capsys):
     assert exit_info.value.code == 2
     assert "holds a full run's report" in capsys.readouterr().err
     assert {path.name: path.read_bytes() for path in out.iterdir()} == before
+    # The run names the code that measured: this checkout's commit, as git reports it.
+    package = Path(report.__file__).parents[1]
+    head = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True,
+                          text=True).stdout.strip()
+    (run,) = json.loads((out / "claims.json").read_text())["runs"]
+    assert f"at commit {head}" in run["code"] and f"at commit {head}" in (out / "CLAIMS.md").read_text()
 
 
 def _results(mode: str) -> dict:

@@ -14,6 +14,7 @@ import os
 import platform
 import shlex
 import shutil
+import subprocess
 import sys
 import tempfile
 import time
@@ -46,6 +47,23 @@ def _versions() -> str:
         except importlib.metadata.PackageNotFoundError:
             pass
     return ", ".join(found)
+
+
+def _code() -> str:
+    """Which code measured: fusionjax's version, and where it runs from a git checkout, the commit and whether
+    the package's files differed from it (a committed report must come from committed code)."""
+    version = f"fusionjax {importlib.metadata.version('fusionjax')}"
+    package = Path(__file__).resolve().parents[1]
+    try:
+        commit = subprocess.run(["git", "-C", str(package), "rev-parse", "--short", "HEAD"], capture_output=True,
+                                text=True, timeout=10)
+        changes = subprocess.run(["git", "-C", str(package), "status", "--porcelain", "--", "."],
+                                 capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.TimeoutExpired):  # no git on this machine
+        return version
+    if commit.returncode:  # installed from a wheel, not a checkout
+        return version
+    return f"{version} at commit {commit.stdout.strip()}" + (" with uncommitted changes" if changes.stdout else "")
 
 
 def _load() -> str:
@@ -110,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     earlier = load_results(args.out)
     started, load_start, clock = datetime.datetime.now(datetime.timezone.utc), _load(), time.perf_counter()
     command = " ".join(shlex.quote(a) for a in ["fusionjax-claims", *(sys.argv[1:] if argv is None else argv)])
+    code = _code()  # before the run writes its report, which may lie in the same checkout
     staging = Path(tempfile.mkdtemp(dir=args.out, prefix=".staging-"))
     context = Context(quick=args.quick, plot_dir=staging)
     outcomes, failed = {}, []
@@ -131,7 +150,7 @@ def main(argv: list[str] | None = None) -> int:
             run = {"command": command, "mode": "quick" if args.quick else "full", "machine": _machine(),
                    "load_start": load_start, "load_end": _load(), "started": f"{started:%Y-%m-%d %H:%M}",
                    "wall_minutes": (time.perf_counter() - clock) / 60, "jax": jax.__version__,
-                   "versions": _versions(), "backend": jax.default_backend(),
+                   "versions": _versions(), "code": code, "backend": jax.default_backend(),
                    "claims": "all" if list(outcomes) == list(CLAIMS) else ", ".join(outcomes)}
             report = write_report(args.out, staging, _merge(earlier, outcomes, run), list(CLAIMS))
     finally:

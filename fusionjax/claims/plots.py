@@ -35,10 +35,13 @@ def save(fig, path: Path, quick: bool = False) -> str:
 
 def log_axis_with_zero(ax, floor: float, axis: str = "y") -> None:
     """A logarithmic axis that still shows zeros: symlog, linear below ``floor`` (stated on the axis label), so
-    that a training loss or error that reaches 0 stays on the plot instead of falling off a log scale. Call it
-    after the axis label is set: the label gains the floor."""
+    that a training loss or error that reaches 0 stays on the plot instead of falling off a log scale. Every
+    quantity plotted this way (losses, errors, norms) is never negative, so the axis starts at 0 rather than
+    mirroring an empty negative half. Call it after the data and the axis label: the label gains the floor."""
     set_scale, label = (ax.set_yscale, ax.get_ylabel) if axis == "y" else (ax.set_xscale, ax.get_xlabel)
+    get_lim, set_lim = (ax.get_ylim, ax.set_ylim) if axis == "y" else (ax.get_xlim, ax.set_xlim)
     set_scale("symlog", linthresh=floor, linscale=0.5)
+    set_lim(0, get_lim()[1])
     text = f"{label()} (linear below {floor:g})"
     (ax.set_ylabel if axis == "y" else ax.set_xlabel)(text)
 

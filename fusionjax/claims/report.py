@@ -53,6 +53,7 @@ def _run_line(number: int, run: dict) -> str:
     return (f"{number}. `{run['command']}` ({run['mode']}): {run['machine']}; load average {run['load_start']} at the "
             f"start, {run['load_end']} at the end; {run['started']} UTC, wall time {run['wall_minutes']:.1f} min; "
             + (f"{run['versions']}; backend {run['backend']}" if "versions" in run else f"jax {run['jax']}")
+            + (f"; {run['code']}" if "code" in run else "")
             + f"; claims {run['claims']}")
 
 

@@ -27,10 +27,15 @@ class Budget:
     learning_rate: float = 0.1
     weight_decay: float = 5e-4
     evals: int = 8  # measurement points along the way, the last at the final step
+    warmup: float = 0.05  # share of the steps over which the learning rate rises linearly from 0
 
     def describe(self) -> str:
         return (f"{self.steps} steps of batch {self.batch_size} (SGD, Nesterov 0.9, lr {self.learning_rate} "
-                f"warm-up + cosine, weight decay {self.weight_decay:g})")
+                f"after a {self.warmup_steps}-step linear warm-up, cosine decay, weight decay {self.weight_decay:g})")
+
+    @property
+    def warmup_steps(self) -> int:
+        return max(1, round(self.steps * self.warmup))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -56,7 +61,7 @@ class Trainer:
 
     def __init__(self, model: nn.Module, budget: Budget, image_shape: tuple[int, ...]):
         self.model, self.budget = model, budget
-        schedule = optax.warmup_cosine_decay_schedule(0.0, budget.learning_rate, max(1, budget.steps // 20),
+        schedule = optax.warmup_cosine_decay_schedule(0.0, budget.learning_rate, budget.warmup_steps,
                                                       budget.steps)
         self.optimizer = optax.chain(optax.add_decayed_weights(budget.weight_decay, mask=_kernels),
                                      optax.sgd(schedule, momentum=0.9, nesterov=True))
