@@ -213,6 +213,21 @@ def test_input_pipeline_times_every_pipeline_on_the_folder_it_makes():
     assert ("tf.data" in rates) != any(note.startswith("tf.data: not run") for note in result["notes"])
 
 
+def test_input_breakdown_times_each_step_on_a_folder(tmp_path):
+    from benchmarks import input_pipeline
+    from fusionjax.torch_compat import import_torchvision
+
+    import_torchvision()  # the breakdown times torchvision's ToTensor and Normalize beside fusionjax's steps
+    input_pipeline.write_folder(tmp_path, classes=2, per_class=5)
+    done = subprocess.run([sys.executable, "-m", "benchmarks.input_breakdown", "--folder", str(tmp_path), "--images",
+                           "6"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert done.stdout.startswith("6 JPEGs, one core")
+    rows = dict(line.strip("| ").split(" | ")[:2] for line in done.stdout.splitlines()[3:])
+    assert len(rows) == 8 and all(float(ms) > 0 for ms in rows.values())
+    assert "full decode (PIL, RGB)" in rows and "torchvision Normalize" in rows
+
+
 @pytest.mark.parametrize("command", [compare, user_step])
 def test_benchmark_commands_reject_bad_arguments(command, capsys):
     for argv, message in ((["--models", "resnet21"], "unknown model(s) ['resnet21']"),

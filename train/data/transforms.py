@@ -13,6 +13,7 @@ depend on image sizes, which are known only after reading.
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
 
 import numpy as np
 
@@ -124,16 +125,17 @@ class Transform:
             return pad_crop_flip(np.stack(images), draws["offsets"], draws["flips"], CIFAR_PADDING)
         if self.augment == "inception":
             boxes = inception_boxes(np.asarray([image.shape[:2] for image in images]), draws)
-            crops = np.stack([crop_resize(image, (self.image_size, self.image_size), box)
-                              for image, box in zip(images, boxes)])
-            return np.where(draws["flips"][:, None, None, None], crops[:, :, ::-1], crops)
+            size = (self.image_size, self.image_size)
+            # Each crop is written, flipped or not, straight into the batch: one copy of its pixels, not three.
+            return _filled((crop_resize(image, size, box) for image, box in zip(images, boxes)), len(images),
+                           draws["flips"])
         return self.eval(images)
 
     def eval(self, images: list[np.ndarray]) -> np.ndarray:
-        if not self.fixed_size:
-            images = [resize_center_crop(image, self.image_size) if isinstance(image, np.ndarray)
-                      else image.resize_center_crop(self.image_size) for image in images]
-        return np.stack(images)
+        if self.fixed_size:
+            return np.stack(images)
+        return _filled((resize_center_crop(image, self.image_size) if isinstance(image, np.ndarray)
+                        else image.resize_center_crop(self.image_size) for image in images), len(images))
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
         std = np.asarray(self.std, np.float32)
@@ -141,3 +143,13 @@ class Transform:
         out *= np.float32(1 / self.pixel_max) / std  # in place: no float32 temporaries the size of the batch
         out -= np.asarray(self.mean, np.float32) / std
         return out
+
+
+def _filled(crops: Iterator[np.ndarray], count: int, flips: np.ndarray | None = None) -> np.ndarray:
+    """The batch of ``count`` equally shaped ``crops``, each mirrored left-right where ``flips`` says so."""
+    batch = None
+    for row, crop in enumerate(crops):
+        if batch is None:
+            batch = np.empty((count, *crop.shape), crop.dtype)
+        batch[row] = crop[:, ::-1] if flips is not None and flips[row] else crop
+    return batch

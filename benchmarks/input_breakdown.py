@@ -1,0 +1,111 @@
+"""Where one image's time goes in the training transform: fusionjax's steps beside torchvision's, one core.
+
+    python -m benchmarks.input_breakdown [--folder PATH] [--images 300]
+
+In this process, pinned to one core, on the same JPEGs (default: the folder ``benchmarks.input_pipeline`` makes),
+best of 3 passes per row, milliseconds per image: reading the file, PIL's full decode, the antialiased bilinear
+resize of a RandomResizedCrop box to 224, the copy into NumPy, and torchvision's ToTensor and Normalize; then each
+library's whole training transform. A pipeline that decodes every image whole cannot beat decode + resize.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from benchmarks import input_pipeline
+from benchmarks.harness import load_average, pin_to_cores
+
+SIZE = input_pipeline.IMAGE_SIZE
+
+
+def per_image_ms(work, count: int, passes: int = 3) -> float:
+    best = min(_seconds(work) for _ in range(passes))
+    return best / count * 1e3
+
+
+def _seconds(work) -> float:
+    start = time.perf_counter()
+    work()
+    return time.perf_counter() - start
+
+
+def breakdown(files: list[str]) -> dict[str, float]:
+    import torch
+
+    from fusionjax.torch_compat import import_torchvision
+    from fusionjax.train.data import decode
+    from fusionjax.train.data.transforms import Transform, inception_boxes
+
+    torch.set_num_threads(1)
+    transforms = import_torchvision().transforms
+    blobs = [Path(path).read_bytes() for path in files]
+    decoded = [Image.open(io.BytesIO(blob)).convert("RGB") for blob in blobs]
+    ours = Transform("inception", SIZE, False, 255.0, (0.0,) * 3, (1.0,) * 3)
+    boxes = inception_boxes(np.asarray([(image.height, image.width) for image in decoded]),
+                            ours.draw(np.random.default_rng(0), len(decoded)))
+    pil_boxes = [(int(left), int(top), int(left + w), int(top + h)) for top, left, h, w in boxes]
+    crops = [image.resize((SIZE, SIZE), Image.BILINEAR, box=box) for image, box in zip(decoded, pil_boxes)]
+    tensors = [transforms.ToTensor()(crop) for crop in crops]
+    normalize = transforms.Normalize(input_pipeline.MEAN, input_pipeline.STD)
+    torchvision_train = transforms.Compose([transforms.RandomResizedCrop(SIZE), transforms.RandomHorizontalFlip(),
+                                            transforms.ToTensor(), normalize])
+    rng = np.random.default_rng(1)
+
+    def fusionjax_whole():
+        for start in range(0, len(files), 32):
+            images = [decode.open_image(Path(path), "RGB") for path in files[start:start + 32]]
+            ours.train(images, ours.draw(rng, len(images)))
+
+    def torchvision_whole():
+        for path in files:
+            with open(path, "rb") as file:  # torchvision's pil_loader
+                image = Image.open(file).convert("RGB")
+            torchvision_train(image)
+
+    count = len(files)
+    return {
+        "read the file": per_image_ms(lambda: [Path(path).read_bytes() for path in files], count),
+        "full decode (PIL, RGB)": per_image_ms(lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs],
+                                               count),
+        "resize the crop box to 224 (PIL bilinear, antialiased)": per_image_ms(
+            lambda: [image.resize((SIZE, SIZE), Image.BILINEAR, box=box) for image, box in zip(decoded, pil_boxes)],
+            count),
+        "copy into NumPy (np.asarray)": per_image_ms(lambda: [np.asarray(crop) for crop in crops], count),
+        "torchvision ToTensor": per_image_ms(lambda: [transforms.ToTensor()(crop) for crop in crops], count),
+        "torchvision Normalize": per_image_ms(lambda: [normalize(tensor) for tensor in tensors], count),
+        "fusionjax training transform, whole (uint8 batches)": per_image_ms(fusionjax_whole, count),
+        "torchvision training transform, whole (loader to normalized tensor)": per_image_ms(torchvision_whole, count),
+    }
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--folder", type=Path, help="a folder of JPEGs (searched recursively); default: one made "
+                                                    "as benchmarks.input_pipeline makes it")
+    parser.add_argument("--images", type=int, default=300, help="how many of the folder's JPEGs to time")
+    args = parser.parse_args(argv)
+    pin_to_cores({min(pin_to_cores())})
+    load_before = load_average()
+    with tempfile.TemporaryDirectory() as made:
+        folder = args.folder
+        if folder is None:
+            folder = Path(made)
+            input_pipeline.write_folder(folder, classes=10, per_class=60)
+        files = sorted(str(path) for path in folder.rglob("*") if path.suffix.lower() in (".jpg", ".jpeg"))
+        files = files[:args.images]
+        rows = breakdown(files)
+    print(f"{len(files)} JPEGs, one core; load average before {load_before}, after {load_average()}")
+    print("| step | ms per image | images/s |\n|---|---|---|")
+    for name, ms in rows.items():
+        print(f"| {name} | {ms:.3f} | {1e3 / ms:,.0f} |")
+
+
+if __name__ == "__main__":
+    main()
