@@ -3,7 +3,7 @@
     python -m benchmarks.input_breakdown [--folder PATH] [--images 300]
 
 In this process, pinned to one core, on the same JPEGs (default: the folder ``benchmarks.input_pipeline`` makes),
-best of 3 passes per row, milliseconds per image: reading the file, PIL's full decode, the antialiased bilinear
+milliseconds per image, the best of 3 rounds that alternate fusionjax's steps with torchvision's: reading the file, PIL's full decode, the antialiased bilinear
 resize of a RandomResizedCrop box to 224, the copy into NumPy, and torchvision's ToTensor and Normalize; then each
 library's whole training transform. A pipeline that decodes every image whole cannot beat decode + resize.
 """
@@ -13,27 +13,16 @@ from __future__ import annotations
 import argparse
 import io
 import tempfile
-import time
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
 from benchmarks import input_pipeline
-from benchmarks.harness import load_average, pin_to_cores
+from benchmarks.harness import Timed, load_average, pin_to_cores, time_rounds
 
 SIZE = input_pipeline.IMAGE_SIZE
-
-
-def per_image_ms(work, count: int, passes: int = 3) -> float:
-    best = min(_seconds(work) for _ in range(passes))
-    return best / count * 1e3
-
-
-def _seconds(work) -> float:
-    start = time.perf_counter()
-    work()
-    return time.perf_counter() - start
+ROUNDS = 3
 
 
 def breakdown(files: list[str]) -> dict[str, float]:
@@ -69,20 +58,21 @@ def breakdown(files: list[str]) -> dict[str, float]:
                 image = Image.open(file).convert("RGB")
             torchvision_train(image)
 
-    count = len(files)
-    return {
-        "read the file": per_image_ms(lambda: [Path(path).read_bytes() for path in files], count),
-        "full decode (PIL, RGB)": per_image_ms(lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs],
-                                               count),
-        "resize the crop box to 224 (PIL bilinear, antialiased)": per_image_ms(
-            lambda: [image.resize((SIZE, SIZE), Image.BILINEAR, box=box) for image, box in zip(decoded, pil_boxes)],
-            count),
-        "copy into NumPy (np.asarray)": per_image_ms(lambda: [np.asarray(crop) for crop in crops], count),
-        "torchvision ToTensor": per_image_ms(lambda: [transforms.ToTensor()(crop) for crop in crops], count),
-        "torchvision Normalize": per_image_ms(lambda: [normalize(tensor) for tensor in tensors], count),
-        "fusionjax training transform, whole (uint8 batches)": per_image_ms(fusionjax_whole, count),
-        "torchvision training transform, whole (loader to normalized tensor)": per_image_ms(torchvision_whole, count),
-    }
+    # "jax" marks fusionjax's side (and the steps both share), "torch" torchvision's: time_rounds alternates them.
+    steps = [
+        ("jax", "read the file", lambda: [Path(path).read_bytes() for path in files]),
+        ("jax", "full decode (PIL, RGB)", lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]),
+        ("jax", "resize the crop box to 224 (PIL bilinear, antialiased)",
+         lambda: [image.resize((SIZE, SIZE), Image.BILINEAR, box=box) for image, box in zip(decoded, pil_boxes)]),
+        ("jax", "copy into NumPy (np.asarray)", lambda: [np.asarray(crop) for crop in crops]),
+        ("torch", "torchvision ToTensor", lambda: [transforms.ToTensor()(crop) for crop in crops]),
+        ("torch", "torchvision Normalize", lambda: [normalize(tensor) for tensor in tensors]),
+        ("jax", "fusionjax training transform, whole (uint8 batches)", fusionjax_whole),
+        ("torch", "torchvision training transform, whole (loader to normalized tensor)", torchvision_whole),
+    ]
+    timed = [Timed(framework, label, "train", run) for framework, label, run in steps]
+    time_rounds(timed, ROUNDS)
+    return {variant.label: variant.min_s / len(files) * 1e3 for variant in timed}
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -91,8 +81,10 @@ def main(argv: list[str] | None = None) -> None:
                                                     "as benchmarks.input_pipeline makes it")
     parser.add_argument("--images", type=int, default=300, help="how many of the folder's JPEGs to time")
     args = parser.parse_args(argv)
-    pin_to_cores({min(pin_to_cores())})
-    load_before = load_average()
+    if args.images < 1:
+        parser.error("--images must be at least 1")
+    if args.folder is not None and not args.folder.is_dir():
+        parser.error(f"--folder {args.folder} is not a folder")
     with tempfile.TemporaryDirectory() as made:
         folder = args.folder
         if folder is None:
@@ -100,6 +92,10 @@ def main(argv: list[str] | None = None) -> None:
             input_pipeline.write_folder(folder, classes=10, per_class=60)
         files = sorted(str(path) for path in folder.rglob("*") if path.suffix.lower() in (".jpg", ".jpeg"))
         files = files[:args.images]
+        if not files:
+            parser.error(f"--folder {folder} holds no .jpg or .jpeg files")
+        pin_to_cores({min(pin_to_cores())})
+        load_before = load_average()
         rows = breakdown(files)
     print(f"{len(files)} JPEGs, one core; load average before {load_before}, after {load_average()}")
     print("| step | ms per image | images/s |\n|---|---|---|")

@@ -228,6 +228,17 @@ def test_input_breakdown_times_each_step_on_a_folder(tmp_path):
     assert "full decode (PIL, RGB)" in rows and "torchvision Normalize" in rows
 
 
+def test_input_breakdown_names_a_folder_without_jpegs_and_a_bad_count(tmp_path, capsys):
+    from benchmarks import input_breakdown
+
+    for argv, message in ((["--folder", str(tmp_path)], f"--folder {tmp_path} holds no .jpg or .jpeg files"),
+                          (["--folder", str(tmp_path / "missing")], "is not a folder"),
+                          (["--images", "0"], "--images must be at least 1")):
+        with pytest.raises(SystemExit, match="2"):
+            input_breakdown.main(argv)
+        assert message in capsys.readouterr().err
+
+
 @pytest.mark.parametrize("command", [compare, user_step])
 def test_benchmark_commands_reject_bad_arguments(command, capsys):
     for argv, message in ((["--models", "resnet21"], "unknown model(s) ['resnet21']"),
