@@ -1,11 +1,13 @@
-"""Where one image's time goes in the training transform: fusionjax's steps beside torchvision's, one core.
+"""Where one image's time goes in the input transforms: fusionjax's steps beside torchvision's, one core.
 
     python -m benchmarks.input_breakdown [--folder PATH] [--images 300]
 
 In this process, pinned to one core, on the same JPEGs (default: the folder ``benchmarks.input_pipeline`` makes),
-milliseconds per image, the best of 3 rounds that alternate fusionjax's steps with torchvision's: reading the file, PIL's full decode, the antialiased bilinear
+milliseconds per image, the best of 3 rounds that alternate fusionjax's steps with torchvision's: reading the file,
+the full decode (simplejpeg, as fusionjax decodes JPEGs; Pillow, as torchvision does), the antialiased bilinear
 resize of a RandomResizedCrop box to 224, the copy into NumPy, and torchvision's ToTensor and Normalize; then each
-library's whole training transform. A pipeline that decodes every image whole cannot beat decode + resize.
+library's whole training and evaluation transforms. A pipeline that decodes every image whole cannot beat decode +
+resize.
 """
 
 from __future__ import annotations
@@ -26,6 +28,7 @@ ROUNDS = 3
 
 
 def breakdown(files: list[str]) -> dict[str, float]:
+    import simplejpeg
     import torch
 
     from fusionjax.torch_compat import import_torchvision
@@ -52,23 +55,41 @@ def breakdown(files: list[str]) -> dict[str, float]:
             images = [decode.open_image(Path(path), "RGB") for path in files[start:start + 32]]
             ours.train(images, ours.draw(rng, len(images)))
 
-    def torchvision_whole():
-        for path in files:
-            with open(path, "rb") as file:  # torchvision's pil_loader
-                image = Image.open(file).convert("RGB")
-            torchvision_train(image)
+    def torchvision_whole(transform):
+        def run():
+            for path in files:
+                with open(path, "rb") as file:  # torchvision's pil_loader
+                    image = Image.open(file).convert("RGB")
+                transform(image)
+        return run
+
+    evaluation = Transform("none", SIZE, False, 255.0, (0.0,) * 3, (1.0,) * 3)
+    torchvision_eval = transforms.Compose([transforms.Resize(int(SIZE / 0.875)), transforms.CenterCrop(SIZE),
+                                           transforms.ToTensor(), normalize])
+
+    def fusionjax_eval():
+        for start in range(0, len(files), 32):
+            evaluation.eval([decode.open_image(Path(path), "RGB") for path in files[start:start + 32]])
 
     # "jax" marks fusionjax's side (and the steps both share), "torch" torchvision's: time_rounds alternates them.
     steps = [
         ("jax", "read the file", lambda: [Path(path).read_bytes() for path in files]),
-        ("jax", "full decode (PIL, RGB)", lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]),
+        ("jax", "full decode (simplejpeg into PIL, RGB: fusionjax's JPEG decode)", lambda: [
+            Image.frombuffer("RGB", pixels.shape[1::-1], pixels, "raw", "RGB", 0, 1)
+            for pixels in map(lambda blob: simplejpeg.decode_jpeg(blob, "RGB"), blobs)]),
+        ("torch", "full decode (PIL, RGB: torchvision's loader)",
+         lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]),
         ("jax", "resize the crop box to 224 (PIL bilinear, antialiased)",
          lambda: [image.resize((SIZE, SIZE), Image.BILINEAR, box=box) for image, box in zip(decoded, pil_boxes)]),
         ("jax", "copy into NumPy (np.asarray)", lambda: [np.asarray(crop) for crop in crops]),
         ("torch", "torchvision ToTensor", lambda: [transforms.ToTensor()(crop) for crop in crops]),
         ("torch", "torchvision Normalize", lambda: [normalize(tensor) for tensor in tensors]),
         ("jax", "fusionjax training transform, whole (uint8 batches)", fusionjax_whole),
-        ("torch", "torchvision training transform, whole (loader to normalized tensor)", torchvision_whole),
+        ("torch", "torchvision training transform, whole (loader to normalized tensor)",
+         torchvision_whole(torchvision_train)),
+        ("jax", "fusionjax evaluation transform, whole (uint8 batches)", fusionjax_eval),
+        ("torch", "torchvision evaluation transform, whole (loader to normalized tensor)",
+         torchvision_whole(torchvision_eval)),
     ]
     timed = [Timed(framework, label, "train", run) for framework, label, run in steps]
     time_rounds(timed, ROUNDS)

@@ -10,8 +10,9 @@ Times, in one run, on the same files, with the same number of worker processes p
 - torchvision: ``ImageFolder`` + ``DataLoader(num_workers=N)`` with RandomResizedCrop(224), RandomHorizontalFlip,
   ToTensor, Normalize (train) and Resize(256), CenterCrop(224), ToTensor, Normalize (eval);
 - tf.data, where TensorFlow is installed: the Flax ImageNet example's ``decode_and_crop_jpeg`` pipelines, N threads;
-- Pillow: the full-size decode of the same files, one process on one core (what any pipeline that decodes whole
-  images cannot beat).
+- Pillow and simplejpeg: the full-size decode of the same files, one process on one core (what a pipeline that
+  decodes whole images with that decoder cannot beat; fusionjax decodes JPEGs with simplejpeg, torchvision with
+  Pillow).
 
 Rates are images/s after warm-up batches (workers started, buffers drained), divided by the cores the run was
 pinned to (N, or 1 for N = 0). The pipelines alternate within each round; the best and the median round are
@@ -185,7 +186,7 @@ def measure(make_batches, batch: int, warmup: int, batches: int) -> tuple[float,
 
 
 def pillow_decode_rate(files: list[str]) -> float:
-    """Images/s of decoding every file whole (RGB), in this process."""
+    """Images/s of decoding every file whole (RGB) with Pillow, as torchvision's loader does, in this process."""
     start = time.perf_counter()
     for path in files:
         with Image.open(path) as image:
@@ -193,10 +194,20 @@ def pillow_decode_rate(files: list[str]) -> float:
     return len(files) / (time.perf_counter() - start)
 
 
+def simplejpeg_decode_rate(files: list[str]) -> float:
+    """Images/s of decoding every file whole (RGB) with simplejpeg, as fusionjax decodes JPEGs, in this process."""
+    import simplejpeg
+
+    start = time.perf_counter()
+    for path in files:
+        simplejpeg.decode_jpeg(Path(path).read_bytes(), "RGB")
+    return len(files) / (time.perf_counter() - start)
+
+
 def versions() -> dict[str, str]:
     found = {"python": platform.python_version(), "numpy": np.__version__,
              "Pillow": f"{Image.__version__} (libjpeg-turbo {features.version('libjpeg_turbo') or 'no'})"}
-    for name in ("grain", "torch", "torchvision", "tensorflow", "jax"):
+    for name in ("simplejpeg", "grain", "torch", "torchvision", "tensorflow", "jax"):
         module = sys.modules.get(name)
         if module is not None:
             found[name] = getattr(module, "__version__", "?")
@@ -213,7 +224,9 @@ def run(folder: Path, workers: list[int], rounds: int, batch: int, warmup: int, 
     pipelines = {"fusionjax": lambda t, w: lambda: fusionjax_batches(folder, t, w, batch),
                  "torchvision": lambda t, w: lambda: torchvision_batches(folder, t, w, batch)}
     notes = []
-    if has_tf and all(path.lower().endswith((".jpg", ".jpeg")) for path in files):
+    all_jpeg = all(path.lower().endswith((".jpg", ".jpeg")) for path in files)
+    decoders = {"Pillow": pillow_decode_rate, **({"simplejpeg": simplejpeg_decode_rate} if all_jpeg else {})}
+    if has_tf and all_jpeg:
         pipelines["tf.data"] = lambda t, w: lambda: tf_data_batches(files, t, w, batch)
     else:
         notes.append("tf.data: not run (" + ("TensorFlow not installed" if not has_tf else
@@ -221,7 +234,7 @@ def run(folder: Path, workers: list[int], rounds: int, batch: int, warmup: int, 
     variants = [(name, transform, count) for count in workers for transform in TRANSFORMS for name in pipelines]
     all_cores = sorted(os.sched_getaffinity(0))
     rates = {variant: [] for variant in variants}
-    dtypes, decode_rates = {}, []
+    dtypes, decode_rates = {}, {decoder: [] for decoder in decoders}
     load_before = load_average()
     for round_number in range(rounds):
         shift = round_number % len(variants)  # each round starts with another pipeline
@@ -230,7 +243,8 @@ def run(folder: Path, workers: list[int], rounds: int, batch: int, warmup: int, 
             rate, dtypes[name] = measure(pipelines[name](transform, count), batch, warmup, batches)
             rates[name, transform, count].append(rate / max(1, count))
         pin_to_cores({all_cores[0]})
-        decode_rates.append(pillow_decode_rate(files))
+        for decoder, rate in decoders.items():
+            decode_rates[decoder].append(rate(files))
     pin_to_cores(set(all_cores))
     per_core = lambda pick: {
         name: {transform: {str(count): round(pick(rates[name, transform, count]), 1) for count in workers}
@@ -238,8 +252,8 @@ def run(folder: Path, workers: list[int], rounds: int, batch: int, warmup: int, 
     return {
         "images_per_s_per_core": per_core(statistics.median),
         "best_images_per_s_per_core": per_core(max),
-        "pillow_full_decode_per_core": {"median": round(statistics.median(decode_rates), 1),
-                                        "best": round(max(decode_rates), 1)},
+        "full_decode_per_core": {decoder: {"median": round(statistics.median(rates), 1), "best": round(max(rates), 1)}
+                                 for decoder, rates in decode_rates.items()},
         "rounds": {f"{name} {transform} workers={count}": [round(r, 1) for r in rates[name, transform, count]]
                    for name, transform, count in variants},
         "batch_dtypes": dtypes, "notes": notes, "images": len(files), "cores": os.cpu_count(),
@@ -275,9 +289,9 @@ def markdown(result: dict, workers: list[int], folder_note: str) -> str:
             best = result["best_images_per_s_per_core"][name][transform]
             rows.append(f"| {name} | {transform} | " + " | ".join(
                 f"{by_workers[str(w)]:,.0f} ({best[str(w)]:,.0f})" for w in workers) + " |")
-    decode = result["pillow_full_decode_per_core"]
-    rows.append(f"| Pillow full-size decode, 1 process | – | {decode['median']:,.0f} ({decode['best']:,.0f}) |"
-                + " |" * (len(workers) - 1))
+    for decoder, decode in result["full_decode_per_core"].items():
+        rows.append(f"| {decoder} full-size decode, 1 process | – | {decode['median']:,.0f} ({decode['best']:,.0f}) |"
+                    + " |" * (len(workers) - 1))
     return "\n".join([
         f"- command: `{result['command']}`",
         f"- machine: {records.cpu_name()}, {result['cores']} cores; load average (1, 5, 15 min) before "

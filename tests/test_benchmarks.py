@@ -209,7 +209,8 @@ def test_input_pipeline_times_every_pipeline_on_the_folder_it_makes():
     rates = result["images_per_s_per_core"]
     assert {"fusionjax", "torchvision"} <= set(rates)
     assert all(rates[name][transform]["1"] > 0 for name in rates for transform in ("train", "eval"))
-    assert result["pillow_full_decode_per_core"]["median"] > 0
+    assert result["full_decode_per_core"]["Pillow"]["median"] > 0
+    assert result["full_decode_per_core"]["simplejpeg"]["median"] > 0
     assert ("tf.data" in rates) != any(note.startswith("tf.data: not run") for note in result["notes"])
 
 
@@ -224,8 +225,9 @@ def test_input_breakdown_times_each_step_on_a_folder(tmp_path):
     assert done.returncode == 0, done.stderr[-2000:]
     assert done.stdout.startswith("6 JPEGs, one core")
     rows = dict(line.strip("| ").split(" | ")[:2] for line in done.stdout.splitlines()[3:])
-    assert len(rows) == 8 and all(float(ms) > 0 for ms in rows.values())
-    assert "full decode (PIL, RGB)" in rows and "torchvision Normalize" in rows
+    assert len(rows) == 11 and all(float(ms) > 0 for ms in rows.values())
+    assert "full decode (PIL, RGB: torchvision's loader)" in rows and "torchvision Normalize" in rows
+    assert "fusionjax evaluation transform, whole (uint8 batches)" in rows
 
 
 def test_input_breakdown_names_a_folder_without_jpegs_and_a_bad_count(tmp_path, capsys):

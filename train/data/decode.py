@@ -1,11 +1,13 @@
 """Reading a folder's image files, with JPEGs decoded only at the scale their crop needs.
 
-libjpeg can decode a JPEG at 1/2, 1/4 or 1/8 of its size in the DCT domain (PIL's ``Image.draft``), for a fraction
-of the cost of a full decode. A JPEG is therefore read as a ``JpegFile``: its header only, so that the crop can be
-drawn on the full-size coordinates exactly as torchvision draws it; the pixels are decoded when the transform asks
-for the crop, at the smallest scale at which the crop still has at least the output's pixels, and the crop is
-resized from there in one pass (``Image.resize`` with a box). Where no reduction applies, and for every other
-format, the image is decoded whole and transformed as it always was.
+JPEGs are decoded by libjpeg-turbo through simplejpeg, which gives the same pixels as Pillow's own decoder (the same
+library, IDCT and upsampling) in about 85% of its time, copy into PIL's layout included (docs/data.md). libjpeg can also decode at 1/2, 1/4 or 1/8 of the size in the DCT domain, for a fraction
+of the cost. A JPEG is therefore read as a ``JpegFile``: its header only, so that the crop can be drawn on the
+full-size coordinates exactly as torchvision draws it; the pixels are decoded when the transform asks for the crop,
+at the smallest scale at which the crop still has at least the output's pixels, and the crop is resized from there
+in one pass (``Image.resize`` with a box). A JPEG that libjpeg-turbo reports any problem with (cut short, stray
+bytes) is decoded whole by Pillow, which reads what torchvision's loader reads and names what it cannot; CMYK
+JPEGs and every other format are decoded whole by Pillow, and transformed as they always were.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import io
 from pathlib import Path
 
 import numpy as np
+import simplejpeg
 from PIL import Image
 
 from fusionjax.train.data import transforms
@@ -21,6 +24,7 @@ from fusionjax.train.errors import DataError
 
 PIL_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises for bytes it cannot read (UnidentifiedImageError)
 DCT_SCALES = (8, 4, 2)  # the reductions libjpeg decodes to directly, largest first
+JPEG_START = b"\xff\xd8\xff"  # start-of-image marker, then the next marker's first byte
 
 
 def undecodable(path: Path, error: Exception) -> DataError:
@@ -30,16 +34,28 @@ def undecodable(path: Path, error: Exception) -> DataError:
 
 
 def open_image(path: Path, mode: str) -> np.ndarray | JpegFile:
-    """The image at ``path`` in PIL ``mode``: a ``JpegFile`` for a JPEG, otherwise its pixels [H, W, C] uint8."""
+    """The image at ``path`` in PIL ``mode``: a ``JpegFile`` for a JPEG that simplejpeg decodes (YCbCr, RGB or
+    gray), otherwise its pixels [H, W, C] uint8."""
     try:
         encoded = path.read_bytes()
-        image = Image.open(io.BytesIO(encoded))
-        if image.format == "JPEG":
-            return JpegFile(path, encoded, mode, image)
-        with image:
+        header = _jpeg_header(encoded)
+        if header is not None:
+            return JpegFile(path, encoded, mode, *header)
+        with Image.open(io.BytesIO(encoded)) as image:
             return _pixels(image, mode)
     except PIL_ERRORS as error:
         raise undecodable(path, error) from None
+
+
+def _jpeg_header(encoded: bytes) -> tuple[int, int, bool] | None:
+    """(height, width, gray) of a JPEG in YCbCr, RGB or gray; None for CMYK, unreadable headers, other formats."""
+    if not encoded.startswith(JPEG_START):
+        return None
+    try:
+        height, width, colorspace, _ = simplejpeg.decode_jpeg_header(encoded)
+    except ValueError:
+        return None
+    return (height, width, colorspace == "Gray") if colorspace in ("YCbCr", "RGB", "Gray") else None
 
 
 def reduction(crop_h: float, crop_w: float, out_h: int, out_w: int) -> int:
@@ -48,20 +64,10 @@ def reduction(crop_h: float, crop_w: float, out_h: int, out_w: int) -> int:
     return next((scale for scale in DCT_SCALES if crop_h / scale >= out_h and crop_w / scale >= out_w), 1)
 
 
-def _eval_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """``transforms.resize_center_crop``'s resized (height, width) and the crop's (top, left) in it."""
-    short = int(size / transforms.EVAL_CROP_FRACTION)
-    if height <= width:
-        new_h, new_w = short, int(short * width / height)
-    else:
-        new_h, new_w = int(short * height / width), short
-    return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-
-
 def eval_box(height: int, width: int, size: int) -> tuple[float, float, float, float]:
     """(top, left, h, w), in full-size pixels, of what ``transforms.resize_center_crop`` keeps: the shorter side
     resized to ``size / EVAL_CROP_FRACTION``, then the central ``size`` x ``size``."""
-    new_h, new_w, top, left = _eval_geometry(height, width, size)
+    new_h, new_w, top, left = transforms.eval_geometry(height, width, size)
     return top * height / new_h, left * width / new_w, size * height / new_h, size * width / new_w
 
 
@@ -73,58 +79,57 @@ class JpegFile:
     applies, and otherwise decoded at a reduced scale and resized from there in one pass.
     """
 
-    def __init__(self, path: Path, encoded: bytes, mode: str, image: Image.Image):
-        self.path, self.mode, self._encoded, self._header = path, mode, encoded, image
-        self.shape = (image.height, image.width, 1 if mode == "L" else 3)
+    def __init__(self, path: Path, encoded: bytes, mode: str, height: int, width: int, gray: bool):
+        self.path, self.mode, self._encoded, self._gray = path, mode, encoded, gray
+        self.shape = (height, width, 1 if mode == "L" else 3)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
         pixels = self._apply(1, lambda image, _: image)
         return pixels if dtype is None else pixels.astype(dtype)
 
-    def crop_resize(self, size: tuple[int, int], box: np.ndarray) -> np.ndarray:
-        """``transforms.resize(pixels, size, box)``, ``box`` = (top, left, h, w) in full-size pixels."""
-        top, left, crop_h, crop_w = (float(value) for value in box)
-        return self._apply(reduction(crop_h, crop_w, *size),
-                           lambda image, scale: _resize(image, size, (top, left, crop_h, crop_w), scale))
+    def crop_resize(self, size: tuple[int, int], box: np.ndarray, mirror: bool = False) -> np.ndarray:
+        """``transforms.resize(pixels, size, box, mirror)``, ``box`` = (top, left, h, w) in full-size pixels."""
+        box = tuple(float(value) for value in box)
+        return self._apply(reduction(*box[2:], *size), lambda image, scale: transforms.resized(
+            image, size, tuple(value / scale for value in box), mirror))
 
     def resize_center_crop(self, size: int) -> np.ndarray:
         """``transforms.resize_center_crop(pixels, size)``: torchvision's Resize(size / 0.875) + CenterCrop(size)."""
         box = eval_box(*self.shape[:2], size)
         scale = reduction(box[2], box[3], size, size)
         if scale > 1:
-            return self._apply(scale, lambda image, scale: _resize(image, (size, size), box, scale))
-        new_h, new_w, top, left = _eval_geometry(*self.shape[:2], size)
-        # As transforms.resize_center_crop, on the decoded image itself rather than a copy of it.
-        return self._apply(1, lambda image, _: image.resize((new_w, new_h), Image.BILINEAR).crop(
-            (left, top, left + size, top + size)))
+            return self._apply(scale, lambda image, scale: transforms.resized(
+                image, (size, size), tuple(value / scale for value in box)))
+        return self._apply(1, lambda image, _: transforms.center_crop_resized(image, size))
 
     def _apply(self, scale: int, operation) -> np.ndarray:
-        """``operation(image, decoded_scale)`` of the image decoded at ``scale`` (1, 2, 4 or 8) and converted to
-        ``mode``, as an array."""
-        # The header read at start is decoded once; a second decode of the same file reopens the bytes.
-        header, self._header = self._header, None
+        """``operation(image, decoded_scale)`` of the image decoded at ``scale`` (1, 2, 4 or 8) in ``mode``, as an
+        array. libjpeg's reduced pixel i covers full-size pixels [i * scale, (i + 1) * scale)."""
         try:
-            with header if header is not None else Image.open(io.BytesIO(self._encoded)) as image:
-                decoded_scale = 1
-                if scale > 1:
-                    # draft takes the largest DCT scale not above min(width // w, height // h) for a requested
-                    # (w, h): the size at ``scale``, rounded down, gives exactly ``scale``.
-                    width = image.width  # draft shrinks image.size to the decoded size
-                    drafted = image.draft("RGB", (width // scale, image.height // scale))
-                    decoded_scale = 1 if drafted is None else width / drafted[1][2]
-                out = np.asarray(operation(_converted(image, self.mode), decoded_scale))
-        except PIL_ERRORS as error:
-            raise undecodable(self.path, error) from None
+            image, decoded_scale = self._decoded(scale), scale
+        except ValueError:  # libjpeg-turbo reported a problem: Pillow decodes the file as torchvision would, or names it
+            image, decoded_scale = self._decoded_by_pillow(), 1
+        out = np.asarray(_converted(operation(image, decoded_scale), self.mode))
         return out[..., None] if out.ndim == 2 else out
 
+    def _decoded(self, scale: int) -> Image.Image:
+        """The pixels at 1/``scale``, in ``mode``."""
+        height, width = (-(-side // scale) for side in self.shape[:2])  # libjpeg rounds scaled sizes up
+        layout = "L" if self.mode == "L" and self._gray else "RGB"
+        pixels = simplejpeg.decode_jpeg(self._encoded, "GRAY" if layout == "L" else "RGB",
+                                        min_height=height, min_width=width)
+        if pixels.shape[:2] != (height, width):
+            raise ValueError(f"simplejpeg decoded {pixels.shape[:2]} pixels, not 1/{scale} of {self.shape[:2]}")
+        # PIL holds RGB as RGBX and resizes it fastest so: frombuffer unpacks the array into that layout.
+        return _converted(Image.frombuffer(layout, (width, height), pixels, "raw", layout, 0, 1), self.mode)
 
-def _resize(image: Image.Image, size: tuple[int, int], box: tuple[float, float, float, float],
-            scale: float) -> Image.Image:
-    """Bilinear resize to ``size`` of ``box`` (top, left, h, w in full-size pixels) of ``image`` decoded at
-    ``scale``: libjpeg's reduced pixel i covers full-size pixels [i * scale, (i + 1) * scale), so coordinates
-    divide by the scale."""
-    top, left, crop_h, crop_w = (value / scale for value in box)
-    return image.resize((size[1], size[0]), Image.BILINEAR, box=(left, top, left + crop_w, top + crop_h))
+    def _decoded_by_pillow(self) -> Image.Image:
+        try:
+            with Image.open(io.BytesIO(self._encoded)) as image:
+                image.load()
+                return _converted(image, self.mode)
+        except PIL_ERRORS as error:
+            raise undecodable(self.path, error) from None
 
 
 def _converted(image: Image.Image, mode: str) -> Image.Image:
