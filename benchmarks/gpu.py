@@ -4,6 +4,12 @@
     python -m benchmarks.gpu --no-torch-compile  # without torch.compile (it compiles for a minute or two)
     python -m benchmarks.gpu --smoke             # the same code on CPU at toy sizes (the test suite runs it)
     python -m benchmarks.gpu --sections throughput,parity  # some of the checks (the memory rows compile longest)
+    python -m benchmarks.gpu --prepare .gpu-carry  # here: what the folder row needs on a machine without registries
+
+On a lent GPU machine, with ``.gpu-carry`` carried beside the working tree::
+
+    pip install -q --no-index --find-links .gpu-carry/wheels grain ml_collections simplejpeg && \
+        python -m benchmarks.gpu --folder .gpu-carry/jpegs
 
 One table, each row one check:
 - ResNet-50 training, bfloat16, batch 256 at 224²: images/s of a user's ``jax.jit`` step (``benchmarks.steps``)
@@ -14,16 +20,26 @@ One table, each row one check:
 - training steps at batch 64, 224², bfloat16: DenseNet-121 with and without ``memory_efficient`` beside ResNet-50,
   step time and the compiled program's peak memory (``compiled.memory_analysis()``);
 - the converter's parity on the GPU: torchvision's ResNet-50 and DenseNet-121 (random weights and BatchNorm
-  statistics) converted with ``fusionjax.convert.from_torchvision`` and run in float32 with TF32 off on both sides.
+  statistics) converted with ``fusionjax.convert.from_torchvision`` and run in float32 with TF32 off on both sides;
+- ResNet-50 training, bfloat16, batch 256, fed from JPEG files by fusionjax's folder pipeline (inception crops and
+  flips on the host's cores, ``input_workers`` left to its default, uint8 to the GPU, normalized in the step) against
+  the same step on a synthetic batch already on the GPU, in alternating rounds.
 
 It imports only what a GPU machine of the project has (jax, flax, optax, torch, torchvision, fusionjax's library
-and converter). ``--smoke`` runs every path on CPU with batch 2, 32² images and one block per stage.
+and converter); the folder row also needs grain, ml_collections and simplejpeg, which ``--prepare`` downloads as
+wheels for the machines' Python, and says so instead of running where they are missing. ``--smoke`` runs every path
+on CPU with batch 2, 32² images and one block per stage.
 """
 
 import argparse
 import dataclasses
+import importlib.util
 import os
+import subprocess
+import sys
+import tempfile
 import time
+from pathlib import Path
 
 # JAX and torch share the GPU: JAX takes memory as it needs it instead of three quarters of it at start.
 os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
@@ -39,7 +55,13 @@ from benchmarks import harness, records, steps, tables, torch_models  # noqa: E4
 GPU_BF16_PEAK = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), ("H200", 989e12),
                  ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
 PARITY_TOLERANCE = 1e-5  # float32 on both sides, TF32 off: only the order of sums differs
-SECTIONS = ("throughput", "memory", "parity")
+SECTIONS = ("throughput", "folder", "memory", "parity")
+# What the folder row needs beyond a GPU machine's packages: the pipeline's imports, and what grain imports that
+# jax, flax, optax, orbax and torch do not already bring. ``--prepare`` downloads them for GPU_MACHINE_PYTHON.
+FOLDER_MODULES = ("grain", "ml_collections", "simplejpeg")
+FOLDER_WHEELS = ("grain", "array-record", "portpicker", "cloudpickle", "psutil", "ml-collections", "simplejpeg")
+GPU_MACHINE_PYTHON = "3.12"
+FOLDER_CLASSES, FOLDER_IMAGES_PER_CLASS = 10, 60  # 600 ImageNet-sized JPEGs, read with replacement
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,8 +197,96 @@ def converter_parity(name: str, sizes: Sizes, torch_side: Torch) -> float:
     return float(np.abs(np.asarray(logits) - expected).max() / np.abs(expected).max())
 
 
+def missing_folder_modules() -> list[str]:
+    return [name for name in FOLDER_MODULES if importlib.util.find_spec(name) is None]
+
+
+def folder_training(sizes: Sizes, folder: Path) -> list[harness.Timed]:
+    """ResNet-50 bfloat16 training fed from ``folder``'s JPEGs by fusionjax's pipeline, and the same step on a
+    synthetic batch already on the device.
+
+    The folder's step is ``steps.user_train_step`` behind the trainer's normalization of uint8 pixels on the device.
+    Each timed call launches the step on the batch the call before put on the device, then reads the next batch and
+    puts it there while the device computes, as a training loop overlaps them: a call takes the longer of the two.
+    """
+    import optax
+
+    from benchmarks import input_pipeline
+    from fusionjax.train import data
+    from fusionjax.train.data.pipeline import auto_input_workers
+
+    config = input_pipeline.folder_config(folder, "train", None)  # input_workers: its default for this host
+    config.image_size = sizes.image
+    description = data.describe(config, log=None)
+    batches = data.train_batches(description, seed=0, global_batch_size=sizes.batch, normalized=False)
+    model, images, labels, variables = steps.synthetic_batch("resnet50", sizes.batch, sizes.image, jnp.bfloat16,
+                                                             **sizes.resnet50)
+    synthetic = steps.train_call("fusionjax, synthetic batch on the device", model, images, labels, variables)
+    tx = optax.sgd(steps.LEARNING_RATE, momentum=steps.MOMENTUM)
+    train_step = steps.user_train_step(model, tx)
+
+    def step_on_pixels(state, pixels, pixel_labels):
+        return train_step(state, description.transform.normalize_on_device(pixels).astype(images.dtype), pixel_labels)
+
+    def put(batch):
+        return jax.device_put(batch["image"]), jax.device_put(batch["label"])
+
+    held = {"state": (variables["params"], variables["batch_stats"], tx.init(variables["params"])),
+            "next": put(next(batches))}  # starts the worker processes
+    step, seconds, flops = steps.compiled(step_on_pixels, held["state"], *held["next"])
+
+    def run():
+        held["state"], loss = step(held["state"], *held["next"])
+        held["next"] = put(next(batches))  # read and sent while the device computes
+        jax.block_until_ready((held["state"], loss))
+
+    workers = description.input_workers
+    if workers is None:
+        workers = auto_input_workers(description.train.source)
+    label = f"fusionjax, JPEG folder, input_workers={workers} on {len(os.sched_getaffinity(0))} cores"
+    variants = [synthetic, harness.Timed("jax", label, "train", run, seconds, flops, step)]
+    try:
+        harness.time_rounds(variants, sizes.rounds, sizes.warmup)
+    finally:
+        batches.close()  # the worker processes stop before the folder may go
+    return variants
+
+
+def folder_row(folder: Path | None, sizes: Sizes, smoke: bool) -> list[harness.Timed] | str:
+    """The folder row's calls, or why it did not run."""
+    if missing := missing_folder_modules():
+        return (f"not run: {', '.join(missing)} not installed (`python -m benchmarks.gpu --prepare DIR` where the "
+                f"registries are reachable, then `pip install --no-index --find-links DIR/wheels "
+                f"{' '.join(FOLDER_MODULES)}`)")
+    if folder is not None:
+        return folder_training(sizes, folder)
+    from benchmarks import input_pipeline
+
+    with tempfile.TemporaryDirectory() as made:
+        input_pipeline.write_folder(Path(made), *((2, 5) if smoke else (FOLDER_CLASSES, FOLDER_IMAGES_PER_CLASS)))
+        return folder_training(sizes, Path(made))
+
+
+def prepare(directory: Path, python: str = GPU_MACHINE_PYTHON) -> None:
+    """``directory/wheels``: FOLDER_WHEELS for Linux x86-64 and ``python``; ``directory/jpegs``: the folder row's
+    JPEGs, made as ``benchmarks.input_pipeline`` makes its folder. Run where the package registries are reachable."""
+    from benchmarks import input_pipeline
+
+    wheels = directory / "wheels"
+    directory.mkdir(parents=True, exist_ok=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--quiet", "--no-deps", "--only-binary=:all:",
+                    "--python-version", python, "--platform", "manylinux_2_28_x86_64", "--platform",
+                    "manylinux2014_x86_64", "--platform", "manylinux_2_17_x86_64", "--dest", str(wheels),
+                    *FOLDER_WHEELS], check=True)
+    jpegs = directory / "jpegs"
+    if not jpegs.is_dir():
+        with tempfile.TemporaryDirectory(dir=directory) as made:  # complete or absent: never half a folder
+            input_pipeline.write_folder(Path(made) / "jpegs", FOLDER_CLASSES, FOLDER_IMAGES_PER_CLASS)
+            os.replace(Path(made) / "jpegs", jpegs)
+
+
 def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Timed],
-          parity: dict[str, float]) -> str:
+          parity: dict[str, float], folder: list[harness.Timed] | str) -> str:
     def find(variants, label, mode="train"):
         return next((v for v in variants if v.label == label and v.mode == mode), None)
 
@@ -203,6 +313,16 @@ def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Ti
             rows.append(["ResNet-50 training with the XLA:CPU kernels forced on, images/s",
                          cell(images_per_s(forced, sizes.batch)) + f" (time ÷ plain: {tables.ratio(forced, ours)})",
                          "–", "–", tables.ratio(eager, forced), tables.ratio(compiled, forced), "what they would cost"])
+    if isinstance(folder, str):
+        rows.append(["ResNet-50 training from JPEG files, bf16", folder, "–", "–", "–", "–",
+                     "≥ 90% of the synthetic batch's"])
+    elif folder:
+        synthetic, files = folder
+        rate, reference = images_per_s(files, sizes.batch), images_per_s(synthetic, sizes.batch)
+        share = f" ({rate / reference:.0%} of the synthetic batch's {reference:,.0f})" if rate and reference else ""
+        rows.append([f"ResNet-50 training from JPEG files ({files.label.removeprefix('fusionjax, JPEG folder, ')}), "
+                     f"bf16, batch {sizes.batch}, images/s", cell(rate) + share, "–", "–", "–", "–",
+                     "≥ 90% of the synthetic batch's"])
     dense, lean, resnet = (find(memory, label) for label in ("densenet121", "densenet121 memory_efficient", "resnet50"))
     for variant in (dense, lean, resnet) if memory else ():
         comparison = ""
@@ -222,7 +342,8 @@ def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Ti
                             "over compiled", "goal"], rows)
 
 
-def main(argv: list[str] | None = None) -> None:
+def parse(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argparse.Namespace]:
+    """The command line, checked as far as it can be without a GPU."""
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--smoke", action="store_true",
                         help="the same code on CPU at toy sizes; recorded only where --results names a file")
@@ -232,10 +353,26 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--no-append", action="store_true", help="print only; record nothing")
     parser.add_argument("--results", help=f"summary file to append to (default {records.RESULTS}); the full "
                         "record goes to runs/ beside it")
+    parser.add_argument("--folder", type=Path, help="the folder row's JPEGs (class folders, or train/<class>); "
+                        "default: made as benchmarks.input_pipeline makes its folder (needs scikit-learn and "
+                        "matplotlib)")
+    parser.add_argument("--prepare", type=Path, metavar="DIR", help="only write what the folder row needs on a GPU "
+                        f"machine without package registries: DIR/wheels (Python {GPU_MACHINE_PYTHON}) and DIR/jpegs")
     args = parser.parse_args(argv)
-    chosen = args.sections.split(",")
-    if unknown := sorted(set(chosen) - set(SECTIONS)):
+    if unknown := sorted(set(args.sections.split(",")) - set(SECTIONS)):
         parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    return parser, args
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser, args = parse(argv)
+    if args.prepare:
+        prepare(args.prepare)
+        print(f"wrote {args.prepare / 'wheels'} and {args.prepare / 'jpegs'}")
+        return
+    if args.folder is not None and not args.folder.is_dir():
+        parser.error(f"--folder {args.folder} is not a folder")
+    chosen = args.sections.split(",")
     backend = jax.default_backend()
     if not args.smoke and backend != "gpu":
         parser.error(f"JAX runs on {backend}, not a GPU: install jax[cuda13] (or jax[cuda12]) on a GPU machine, "
@@ -258,7 +395,9 @@ def main(argv: list[str] | None = None) -> None:
         start = time.perf_counter()
         result = measure()
         seconds[title] = time.perf_counter() - start
-        if name != "parity":
+        if isinstance(result, str):
+            print(result, flush=True)
+        elif name != "parity":
             print(tables.markdown(tables.PER_CALL_HEADINGS, tables.per_call_rows(title, batch, result)), flush=True)
         return result
 
@@ -266,10 +405,13 @@ def main(argv: list[str] | None = None) -> None:
                          lambda: resnet50_throughput(sizes, torch_side))
     if device == "cuda":
         torch.cuda.empty_cache()  # torch's cached blocks back to the GPU, for JAX's larger programs next
+    folder = section("folder", "ResNet-50 from JPEG files", sizes.batch,
+                     lambda: folder_row(args.folder, sizes, args.smoke))
     memory = section("memory", "memory rows", sizes.memory_batch, lambda: memory_steps(sizes))
     parity = section("parity", "converter parity", None, lambda: {name: converter_parity(name, sizes, torch_side)
                                                                   for name in ("resnet50", "densenet121")})
-    summary = table(sizes, throughput, memory, parity)
+    summary = table(sizes, throughput, memory, parity, folder)
+    folder_calls = [] if isinstance(folder, str) else folder
     device_name = jax.devices()[0].device_kind
     record = "\n".join([
         *records.header("the GPU check" + (" (smoke run on CPU)" if args.smoke else ""), "benchmarks.gpu", argv,
@@ -281,8 +423,10 @@ def main(argv: list[str] | None = None) -> None:
         "- seconds, compiling included: " + ", ".join(f"{title} {s:.0f}" for title, s in seconds.items()),
         "", summary, "",
         tables.markdown(tables.PER_CALL_HEADINGS, tables.per_call_rows("resnet50", sizes.batch, throughput)
-                        + tables.per_call_rows("memory rows", sizes.memory_batch, memory)),
-        "", "Every call (ms):", "", *tables.raw_times("resnet50", throughput), *tables.raw_times("memory", memory), "",
+                        + tables.per_call_rows("memory rows", sizes.memory_batch, memory)
+                        + tables.per_call_rows("resnet50-from-files", sizes.batch, folder_calls)),
+        "", "Every call (ms):", "", *tables.raw_times("resnet50", throughput), *tables.raw_times("memory", memory),
+        *tables.raw_times("resnet50-from-files", folder_calls), "",
     ])
     print(record)
     if not args.no_append and (args.results or not args.smoke):

@@ -7,6 +7,7 @@ on the residuals a training step keeps (a byte count). Timings themselves are ne
 
 import os
 import re
+import shlex
 import statistics
 import subprocess
 import sys
@@ -252,8 +253,8 @@ def test_benchmark_commands_reject_bad_arguments(command, capsys):
 
 
 # What the GPU machines lent to the project lack: the check must run without importing any of them.
-NOT_ON_GPU_MACHINES = ("ml_collections", "tensorflow_datasets", "tensorflow", "grain", "sklearn", "safetensors",
-                       "timm", "keras", "onnx", "onnxruntime", "matplotlib", "fusionjax.train")
+NOT_ON_GPU_MACHINES = ("ml_collections", "tensorflow_datasets", "tensorflow", "grain", "simplejpeg", "sklearn",
+                       "safetensors", "timm", "keras", "onnx", "onnxruntime", "matplotlib", "fusionjax.train")
 BLOCKED_RUN = """
 import runpy, sys
 for name in sys.argv[1].split(","):
@@ -280,6 +281,7 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
         "ResNet-50 training, bf16, batch 2, images/s",
         "ResNet-50 training with the XLA:CPU kernels forced on, images/s",
         "ResNet-50 evaluation, bf16, batch 2, images/s",
+        "ResNet-50 training from JPEG files, bf16",
         "densenet121 training step, bf16, batch 2",
         "densenet121 memory_efficient training step, bf16, batch 2",
         "resnet50 training step, bf16, batch 2",
@@ -294,11 +296,72 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
     assert_ratio_cell(train[5], calls["torch.compile AMP channels_last", "train"], calls["fusionjax", "train"])
     assert_ratio_cell(evaluation[4], calls["torch AMP channels_last", "forward"], calls["fusionjax", "forward"])
     assert evaluation[3] == "–"  # torch.compile times the training step only
-    for row in rows[3:6]:
+    # Without the folder pipeline's packages the row says what is missing and how to bring it, and the rest runs.
+    assert rows[3][1] == ("not run: grain, ml_collections, simplejpeg not installed (`python -m benchmarks.gpu "
+                          "--prepare DIR` where the registries are reachable, then `pip install --no-index "
+                          "--find-links DIR/wheels grain ml_collections simplejpeg`)")
+    for row in rows[4:7]:
         assert re.fullmatch(r"\d+\.\d \(\d+\.\d\) ms, peak [\d,]+ MiB.*", row[1]), row
     # The parity rows are a real cross-check: torchvision's own outputs against the converted model's, float32.
-    for row in rows[6:]:
+    for row in rows[7:]:
         assert float(row[1]) <= 1e-5 and row[6] == "≤ 1e-05: met", row
+
+
+def test_gpu_check_folder_row_trains_from_jpegs_beside_the_synthetic_batch(tmp_path):
+    """The folder row on CPU at toy sizes, with grain, ml_collections and simplejpeg installed: each call is a
+    training step on a batch the folder pipeline read, and the share is the two rows' median calls."""
+    results = tmp_path / "RESULTS.md"
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--sections", "folder", "--results",
+                           str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    record = (tmp_path / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", results.read_text())[1]).read_text()
+    _, rows = table_rows(record, "| check |")
+    ((check, cell, *_, goal),) = rows
+    workers = re.fullmatch(r"ResNet-50 training from JPEG files \(input_workers=(\d+) on \d+ cores\), bf16, "
+                           r"batch 2, images/s", check)
+    assert workers and goal == "≥ 90% of the synthetic batch's", rows
+    calls = recorded_calls(record)
+    synthetic = statistics.median(calls["fusionjax, synthetic batch on the device", "train"])
+    files = statistics.median(calls[f"fusionjax, JPEG folder, input_workers={workers[1]} on "
+                                    f"{len(os.sched_getaffinity(0))} cores", "train"])
+    rate, share, reference = re.fullmatch(r"([\d,]+) \((\d+)% of the synthetic batch's ([\d,]+)\)", cell).groups()
+    # The record keeps 0.001 ms: recomputed values may round the other way, by one in their last digit.
+    assert abs(int(rate.replace(",", "")) - 2e3 / files) <= 1
+    assert abs(int(reference.replace(",", "")) - 2e3 / synthetic) <= 1
+    assert abs(int(share) - 100 * synthetic / files) <= 1
+
+
+def test_documented_gpu_check_commands_parse():
+    """Every ``python -m benchmarks.gpu`` line of RESULTS.md and of the command's own docstring, by its parser."""
+    from benchmarks import gpu
+
+    commands = [line for text in ((ROOT / "benchmarks" / "RESULTS.md").read_text(), gpu.__doc__)
+                for line in text.splitlines() if line.strip().startswith("python -m benchmarks.gpu")]
+    assert len(commands) >= 10, commands
+    for command in commands:
+        argv = shlex.split(command.split("#", 1)[0])[3:]
+        _, args = gpu.parse(argv)
+        assert args.sections, command
+
+
+def test_gpu_check_prepares_the_folder_rows_wheels_and_jpegs(tmp_path):
+    """``--prepare``: the wheels a GPU machine lacks, for its Python, from the package registry (reachable in CI),
+    and the JPEG folder, written whole or not at all."""
+    from benchmarks import gpu
+
+    done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--prepare", str(tmp_path / "carry")], cwd=ROOT,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    wheels = [path.name.lower() for path in (tmp_path / "carry" / "wheels").iterdir()]
+    for name in gpu.FOLDER_WHEELS:
+        assert any(wheel.startswith(name.replace("-", "_") + "-") for wheel in wheels), (name, wheels)
+    assert all(wheel.endswith(".whl") and ("cp312" in wheel or "py3-none" in wheel or "abi3" in wheel)
+               for wheel in wheels), wheels
+    jpegs = tmp_path / "carry" / "jpegs"
+    for split, count in (("train", gpu.FOLDER_IMAGES_PER_CLASS), ("val", gpu.FOLDER_IMAGES_PER_CLASS // 5)):
+        classes = sorted((jpegs / split).iterdir())
+        assert len(classes) == gpu.FOLDER_CLASSES and all(len(list(c.glob("*.jpg"))) == count for c in classes)
+    assert sorted(path.name for path in (tmp_path / "carry").iterdir()) == ["jpegs", "wheels"]  # no temporary left
 
 
 @pytest.mark.slow

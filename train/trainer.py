@@ -188,15 +188,8 @@ def abstract_state(setup: Setup) -> TrainState:
 # On device.
 
 
-def normalize_pixels(images: jax.Array, transform: Transform) -> jax.Array:
-    """The host pipeline's uint8 pixels → the model's float32 input: ``transform.normalize``'s formula, on device."""
-    std = np.asarray(transform.std, np.float32)
-    pixels = (images[..., ::-1] if transform.reverse_channels else images).astype(jnp.float32)
-    return pixels * (np.float32(1 / transform.pixel_max) / std) - np.asarray(transform.mean, np.float32) / std
-
-
 def _model_input(images: jax.Array, transform: Transform | None) -> jax.Array:
-    return images if transform is None else normalize_pixels(images, transform)
+    return images if transform is None else transform.normalize_on_device(images)
 
 
 def _top_k_correct(logits, labels, k: int):
