@@ -18,7 +18,8 @@ One table, each row one check:
 - the same step with the XLA:CPU kernels forced on (``fusionjax.kernels.use("xla_cpu")``): what they would cost;
 - ResNet-50 evaluation, bfloat16, batch 256: images/s against torch;
 - training steps at batch 64, 224², bfloat16: DenseNet-121 with and without ``memory_efficient`` beside ResNet-50,
-  step time and the compiled program's peak memory (``compiled.memory_analysis()``);
+  step time and the compiled program's peak memory (``compiled.memory_analysis()``), compiled without XLA's
+  autotuner, so that no minutes go to timing convolution candidates;
 - the converter's parity on the GPU: torchvision's ResNet-50 and DenseNet-121 (random weights and BatchNorm
   statistics) converted with ``fusionjax.convert.from_torchvision`` and run in float32 with TF32 off on both sides;
 - ResNet-50 training, bfloat16, batch 256, fed from JPEG files by fusionjax's folder pipeline (inception crops and
@@ -76,6 +77,10 @@ class Sizes:
     densenet121: dict
 
 
+# The memory rows compile without XLA's autotuner, which timed convolutions for over four minutes in the first GPU
+# run (runs/2026-11-27_1843_gpu-check_cut-off.md): they compare peak memory, and the step times of programs
+# compiled alike.
+MEMORY_COMPILE_OPTIONS = {"xla_gpu_autotune_level": 0}
 GPU_SIZES = Sizes(256, 64, 8, 224, 20, 3, {}, {})
 SMOKE_SIZES = Sizes(2, 2, 2, 32, 2, 1, {"stage_sizes": (1, 1, 1, 1)}, {"block_config": (1, 1, 1, 1)})
 
@@ -165,7 +170,7 @@ def memory_steps(sizes: Sizes) -> list[harness.Timed]:
     for label, (name, overrides) in cases.items():
         model, images, labels, variables = steps.synthetic_batch(name, sizes.memory_batch, sizes.image,
                                                                  jnp.bfloat16, **overrides)
-        variants.append(steps.train_call(label, model, images, labels, variables))
+        variants.append(steps.train_call(label, model, images, labels, variables, MEMORY_COMPILE_OPTIONS))
     harness.time_rounds(variants, sizes.rounds, sizes.warmup)
     return variants
 
@@ -330,7 +335,7 @@ def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Ti
             comparison = (f"; peak ÷ plain {peak_bytes(lean.program) / peak_bytes(dense.program):.2f}, "
                           f"÷ resnet50 {peak_bytes(lean.program) / peak_bytes(resnet.program):.2f}; "
                           f"time ÷ plain {tables.ratio(lean, dense)}")
-        rows.append([f"{variant.label} training step, bf16, batch {sizes.memory_batch}",
+        rows.append([f"{variant.label} training step, bf16, batch {sizes.memory_batch}, no autotuning",
                      f"{tables.ms(variant)} ms, peak {peak_bytes(variant.program) / 2**20:,.0f} MiB{comparison}",
                      "–", "–", "–", "–", "memory_efficient ≤ 0.5× plain and ≤ resnet50" if variant is lean else ""])
     for name, error in parity.items():

@@ -51,10 +51,11 @@ def user_train_step(model, tx):
     return train_step
 
 
-def compiled(fn, *args):
-    """(``jax.jit(fn)`` compiled for ``args``, seconds to lower and compile, the model's FLOPs per call)."""
+def compiled(fn, *args, compiler_options: dict | None = None):
+    """(``jax.jit(fn)`` compiled for ``args`` with XLA's ``compiler_options``, seconds to lower and compile, the
+    model's FLOPs per call)."""
     start = time.perf_counter()
-    program = jax.jit(fn).lower(*args).compile()
+    program = jax.jit(fn).lower(*args).compile(compiler_options)
     return program, time.perf_counter() - start, model_flops(fn, *args)
 
 
@@ -85,11 +86,13 @@ def forward_call(label: str, model, images, variables) -> Timed:
                  forward)
 
 
-def train_call(label: str, model, images, labels, variables) -> Timed:
-    """``user_train_step`` with SGD-momentum as a timed call, compiled now; each call continues from the last."""
+def train_call(label: str, model, images, labels, variables, compiler_options: dict | None = None) -> Timed:
+    """``user_train_step`` with SGD-momentum as a timed call, compiled now (with XLA's ``compiler_options``); each
+    call continues from the last."""
     tx = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
     state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
-    step, seconds, flops = compiled(user_train_step(model, tx), state, images, labels)
+    step, seconds, flops = compiled(user_train_step(model, tx), state, images, labels,
+                                    compiler_options=compiler_options)
     holder = {"state": state}
 
     def run():

@@ -282,9 +282,9 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
         "ResNet-50 training with the XLA:CPU kernels forced on, images/s",
         "ResNet-50 evaluation, bf16, batch 2, images/s",
         "ResNet-50 training from JPEG files, bf16",
-        "densenet121 training step, bf16, batch 2",
-        "densenet121 memory_efficient training step, bf16, batch 2",
-        "resnet50 training step, bf16, batch 2",
+        "densenet121 training step, bf16, batch 2, no autotuning",
+        "densenet121 memory_efficient training step, bf16, batch 2, no autotuning",
+        "resnet50 training step, bf16, batch 2, no autotuning",
         "converter parity, resnet50, float32, TF32 off, batch 2: largest logit difference ÷ largest logit",
         "converter parity, densenet121, float32, TF32 off, batch 2: largest logit difference ÷ largest logit",
     ]

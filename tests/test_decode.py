@@ -107,7 +107,8 @@ def test_the_evaluation_crop_is_torchvisions_exactly(mode):
         pixels = np.asarray(image)
         got = resize_center_crop(pixels[..., None] if mode == "L" else pixels, 224)
         expected = np.asarray(reference(image))
-        np.testing.assert_array_equal(got, expected[..., None] if mode == "L" else expected, err_msg=f"{height}x{width}")
+        np.testing.assert_array_equal(got, expected[..., None] if mode == "L" else expected,
+                                      err_msg=f"{height}x{width}")
 
 
 @pytest.fixture(scope="module")

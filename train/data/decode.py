@@ -1,13 +1,14 @@
 """Reading a folder's image files, with JPEGs decoded only at the scale their crop needs.
 
 JPEGs are decoded by libjpeg-turbo through simplejpeg, which gives the same pixels as Pillow's own decoder (the same
-library, IDCT and upsampling) in about 85% of its time, copy into PIL's layout included (docs/data.md). libjpeg can also decode at 1/2, 1/4 or 1/8 of the size in the DCT domain, for a fraction
-of the cost. A JPEG is therefore read as a ``JpegFile``: its header only, so that the crop can be drawn on the
-full-size coordinates exactly as torchvision draws it; the pixels are decoded when the transform asks for the crop,
-at the smallest scale at which the crop still has at least the output's pixels, and the crop is resized from there
-in one pass (``Image.resize`` with a box). A JPEG that libjpeg-turbo reports any problem with (cut short, stray
-bytes) is decoded whole by Pillow, which reads what torchvision's loader reads and names what it cannot; CMYK
-JPEGs and every other format are decoded whole by Pillow, and transformed as they always were.
+library, IDCT and upsampling) in about 85% of its time, the copy into PIL's layout included (docs/data.md). libjpeg
+can also decode at 1/2, 1/4 or 1/8 of the size in the DCT domain, for a fraction of the cost. A JPEG is therefore
+read as a ``JpegFile``: its header only, so that the crop can be drawn on the full-size coordinates exactly as
+torchvision draws it; the pixels are decoded when the transform asks for the crop, at the smallest scale at which
+the crop still has at least the output's pixels, and the crop is resized from there in one pass (``Image.resize``
+with a box). A JPEG that libjpeg-turbo reports any problem with (cut short, stray bytes) is decoded whole by Pillow,
+which reads what torchvision's loader reads and names what it cannot; CMYK JPEGs and every other format are decoded
+whole by Pillow, and transformed as they always were.
 """
 
 from __future__ import annotations
@@ -107,7 +108,7 @@ class JpegFile:
         array. libjpeg's reduced pixel i covers full-size pixels [i * scale, (i + 1) * scale)."""
         try:
             image, decoded_scale = self._decoded(scale), scale
-        except ValueError:  # libjpeg-turbo reported a problem: Pillow decodes the file as torchvision would, or names it
+        except ValueError:  # libjpeg-turbo reported a problem: Pillow decodes it as torchvision would, or names it
             image, decoded_scale = self._decoded_by_pillow(), 1
         out = np.asarray(_converted(operation(image, decoded_scale), self.mode))
         return out[..., None] if out.ndim == 2 else out
@@ -120,7 +121,8 @@ class JpegFile:
                                         min_height=height, min_width=width)
         if pixels.shape[:2] != (height, width):
             raise ValueError(f"simplejpeg decoded {pixels.shape[:2]} pixels, not 1/{scale} of {self.shape[:2]}")
-        # PIL holds RGB as RGBX and resizes it fastest so: frombuffer unpacks the array into that layout.
+        # frombuffer copies RGB into PIL's own layout (4 bytes a pixel): PIL resizes that faster than an RGBX image
+        # it could map without a copy.
         return _converted(Image.frombuffer(layout, (width, height), pixels, "raw", layout, 0, 1), self.mode)
 
     def _decoded_by_pillow(self) -> Image.Image:

@@ -68,7 +68,7 @@ def inception_boxes(sizes: np.ndarray, draws: dict[str, np.ndarray]) -> np.ndarr
 
 def resized(image, size: tuple[int, int], box: tuple[float, ...] | None = None, mirror: bool = False):
     """PIL ``image``'s ``box`` = (top, left, h, w) resized bilinearly to ``size`` (antialiased when shrinking, like
-    torchvision on PIL images), mirrored left-right where ``mirror``: in PIL, a copy per step written by C."""
+    torchvision on PIL images), mirrored left-right where ``mirror``."""
     from PIL import Image
 
     pil_box = None if box is None else (box[1], box[0], box[1] + box[3], box[0] + box[2])
