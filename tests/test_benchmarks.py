@@ -310,6 +310,8 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
 def test_gpu_check_folder_row_trains_from_jpegs_beside_the_synthetic_batch(tmp_path):
     """The folder row on CPU at toy sizes, with grain, ml_collections and simplejpeg installed: each call is a
     training step on a batch the folder pipeline read, and the share is the two rows' median calls."""
+    import torch  # noqa: F401  (benchmarks.gpu, run in a subprocess, imports torch whatever the sections)
+
     results = tmp_path / "RESULTS.md"
     done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--sections", "folder", "--results",
                            str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
