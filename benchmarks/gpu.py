@@ -63,6 +63,7 @@ FOLDER_MODULES = ("grain", "ml_collections", "simplejpeg")
 FOLDER_WHEELS = ("grain", "array-record", "portpicker", "cloudpickle", "psutil", "ml-collections", "simplejpeg")
 GPU_MACHINE_PYTHON = "3.12"
 FOLDER_CLASSES, FOLDER_IMAGES_PER_CLASS = 10, 60  # 600 ImageNet-sized JPEGs, read with replacement
+FOLDER_LABEL, FOLDER_GOAL = "fusionjax, JPEG folder", "≥ 90% of the synthetic batch's"
 
 
 @dataclasses.dataclass(frozen=True)
@@ -214,11 +215,9 @@ def folder_training(sizes: Sizes, folder: Path) -> list[harness.Timed]:
     Each timed call launches the step on the batch the call before put on the device, then reads the next batch and
     puts it there while the device computes, as a training loop overlaps them: a call takes the longer of the two.
     """
-    import optax
-
     from benchmarks import input_pipeline
     from fusionjax.train import data
-    from fusionjax.train.data.pipeline import auto_input_workers
+    from fusionjax.train.data.pipeline import worker_count
 
     config = input_pipeline.folder_config(folder, "train", None)  # input_workers: its default for this host
     config.image_size = sizes.image
@@ -227,7 +226,7 @@ def folder_training(sizes: Sizes, folder: Path) -> list[harness.Timed]:
     model, images, labels, variables = steps.synthetic_batch("resnet50", sizes.batch, sizes.image, jnp.bfloat16,
                                                              **sizes.resnet50)
     synthetic = steps.train_call("fusionjax, synthetic batch on the device", model, images, labels, variables)
-    tx = optax.sgd(steps.LEARNING_RATE, momentum=steps.MOMENTUM)
+    tx, state = steps.sgd_momentum(variables)
     train_step = steps.user_train_step(model, tx)
 
     def step_on_pixels(state, pixels, pixel_labels):
@@ -236,8 +235,7 @@ def folder_training(sizes: Sizes, folder: Path) -> list[harness.Timed]:
     def put(batch):
         return jax.device_put(batch["image"]), jax.device_put(batch["label"])
 
-    held = {"state": (variables["params"], variables["batch_stats"], tx.init(variables["params"])),
-            "next": put(next(batches))}  # starts the worker processes
+    held = {"state": state, "next": put(next(batches))}  # the first batch starts the worker processes
     step, seconds, flops = steps.compiled(step_on_pixels, held["state"], *held["next"])
 
     def run():
@@ -245,10 +243,8 @@ def folder_training(sizes: Sizes, folder: Path) -> list[harness.Timed]:
         held["next"] = put(next(batches))  # read and sent while the device computes
         jax.block_until_ready((held["state"], loss))
 
-    workers = description.input_workers
-    if workers is None:
-        workers = auto_input_workers(description.train.source)
-    label = f"fusionjax, JPEG folder, input_workers={workers} on {len(os.sched_getaffinity(0))} cores"
+    label = (f"{FOLDER_LABEL}, input_workers={worker_count(description, description.train.source)} on "
+             f"{len(os.sched_getaffinity(0))} cores")
     variants = [synthetic, harness.Timed("jax", label, "train", run, seconds, flops, step)]
     try:
         harness.time_rounds(variants, sizes.rounds, sizes.warmup)
@@ -319,15 +315,13 @@ def table(sizes: Sizes, throughput: list[harness.Timed], memory: list[harness.Ti
                          cell(images_per_s(forced, sizes.batch)) + f" (time ÷ plain: {tables.ratio(forced, ours)})",
                          "–", "–", tables.ratio(eager, forced), tables.ratio(compiled, forced), "what they would cost"])
     if isinstance(folder, str):
-        rows.append(["ResNet-50 training from JPEG files, bf16", folder, "–", "–", "–", "–",
-                     "≥ 90% of the synthetic batch's"])
+        rows.append(["ResNet-50 training from JPEG files, bf16", folder, "–", "–", "–", "–", FOLDER_GOAL])
     elif folder:
         synthetic, files = folder
         rate, reference = images_per_s(files, sizes.batch), images_per_s(synthetic, sizes.batch)
         share = f" ({rate / reference:.0%} of the synthetic batch's {reference:,.0f})" if rate and reference else ""
-        rows.append([f"ResNet-50 training from JPEG files ({files.label.removeprefix('fusionjax, JPEG folder, ')}), "
-                     f"bf16, batch {sizes.batch}, images/s", cell(rate) + share, "–", "–", "–", "–",
-                     "≥ 90% of the synthetic batch's"])
+        rows.append([f"ResNet-50 training from JPEG files ({files.label.removeprefix(FOLDER_LABEL + ', ')}), "
+                     f"bf16, batch {sizes.batch}, images/s", cell(rate) + share, "–", "–", "–", "–", FOLDER_GOAL])
     dense, lean, resnet = (find(memory, label) for label in ("densenet121", "densenet121 memory_efficient", "resnet50"))
     for variant in (dense, lean, resnet) if memory else ():
         comparison = ""

@@ -185,22 +185,24 @@ def measure(make_batches, batch: int, warmup: int, batches: int) -> tuple[float,
     return rate, str(getattr(image, "dtype", "?"))
 
 
-def pillow_decode_rate(files: list[str]) -> float:
-    """Images/s of decoding every file whole (RGB) with Pillow, as torchvision's loader does, in this process."""
-    start = time.perf_counter()
-    for path in files:
-        with Image.open(path) as image:
-            image.convert("RGB")
-    return len(files) / (time.perf_counter() - start)
+def pillow_decode(path: str) -> None:
+    """The whole file in RGB, as torchvision's loader decodes it."""
+    with Image.open(path) as image:
+        image.convert("RGB")
 
 
-def simplejpeg_decode_rate(files: list[str]) -> float:
-    """Images/s of decoding every file whole (RGB) with simplejpeg, as fusionjax decodes JPEGs, in this process."""
+def simplejpeg_decode(path: str) -> None:
+    """The whole JPEG in RGB, as fusionjax decodes JPEGs."""
     import simplejpeg
 
+    simplejpeg.decode_jpeg(Path(path).read_bytes(), "RGB")
+
+
+def decode_rate(decode, files: list[str]) -> float:
+    """Images/s of ``decode`` of every file, in this process."""
     start = time.perf_counter()
     for path in files:
-        simplejpeg.decode_jpeg(Path(path).read_bytes(), "RGB")
+        decode(path)
     return len(files) / (time.perf_counter() - start)
 
 
@@ -225,7 +227,7 @@ def run(folder: Path, workers: list[int], rounds: int, batch: int, warmup: int, 
                  "torchvision": lambda t, w: lambda: torchvision_batches(folder, t, w, batch)}
     notes = []
     all_jpeg = all(path.lower().endswith((".jpg", ".jpeg")) for path in files)
-    decoders = {"Pillow": pillow_decode_rate, **({"simplejpeg": simplejpeg_decode_rate} if all_jpeg else {})}
+    decoders = {"Pillow": pillow_decode, **({"simplejpeg": simplejpeg_decode} if all_jpeg else {})}
     if has_tf and all_jpeg:
         pipelines["tf.data"] = lambda t, w: lambda: tf_data_batches(files, t, w, batch)
     else:
@@ -243,8 +245,8 @@ def run(folder: Path, workers: list[int], rounds: int, batch: int, warmup: int, 
             rate, dtypes[name] = measure(pipelines[name](transform, count), batch, warmup, batches)
             rates[name, transform, count].append(rate / max(1, count))
         pin_to_cores({all_cores[0]})
-        for decoder, rate in decoders.items():
-            decode_rates[decoder].append(rate(files))
+        for decoder, decode in decoders.items():
+            decode_rates[decoder].append(decode_rate(decode, files))
     pin_to_cores(set(all_cores))
     per_core = lambda pick: {
         name: {transform: {str(count): round(pick(rates[name, transform, count]), 1) for count in workers}

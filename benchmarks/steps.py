@@ -86,11 +86,16 @@ def forward_call(label: str, model, images, variables) -> Timed:
                  forward)
 
 
+def sgd_momentum(variables) -> tuple[optax.GradientTransformation, tuple]:
+    """The comparisons' optimizer and ``user_train_step``'s initial state (params, batch_stats, optimizer state)."""
+    tx = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
+    return tx, (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+
+
 def train_call(label: str, model, images, labels, variables, compiler_options: dict | None = None) -> Timed:
     """``user_train_step`` with SGD-momentum as a timed call, compiled now (with XLA's ``compiler_options``); each
     call continues from the last."""
-    tx = optax.sgd(LEARNING_RATE, momentum=MOMENTUM)
-    state = (variables["params"], variables["batch_stats"], tx.init(variables["params"]))
+    tx, state = sgd_momentum(variables)
     step, seconds, flops = compiled(user_train_step(model, tx), state, images, labels,
                                     compiler_options=compiler_options)
     holder = {"state": state}

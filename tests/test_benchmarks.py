@@ -53,6 +53,11 @@ def table_rows(text: str, headings_start: str) -> tuple[list[str], list[list[str
     return cells[0], cells[2:]
 
 
+def linked_record(results: Path) -> str:
+    """The run record that a summary file links to (``([record](runs/NAME.md))``), read from beside it."""
+    return (results.parent / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", results.read_text())[1]).read_text()
+
+
 def recorded_calls(record: str) -> dict[tuple[str, str], list[float]]:
     """``(variant label, mode) -> wall ms of every call`` from a record's "Every call" lines."""
     calls = {}
@@ -128,8 +133,7 @@ def compare_run(tmp_path_factory):
 def test_compare_records_the_run_and_appends_its_table(compare_run):
     summary = compare_run.read_text()
     assert summary.startswith("# earlier summary\n") and summary.count(records.RUNS_HEADING) == 1
-    link = re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", summary)[1]
-    record = (compare_run.parent / link).read_text()
+    record = linked_record(compare_run)
     assert "- command: `python -m benchmarks.compare --models resnet20 --batch 8" in record
     assert re.search(r"^- load average \(1, 5, 15 min\): before [\d., ]+; after [\d., ]+$", record, re.M)
     assert re.search(r"^- host malloc: \S+", record, re.M)
@@ -140,8 +144,7 @@ def test_compare_records_the_run_and_appends_its_table(compare_run):
 
 
 def test_compare_ratios_are_those_of_the_recorded_times(compare_run):
-    summary = compare_run.read_text()
-    record = (compare_run.parent / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", summary)[1]).read_text()
+    record = linked_record(compare_run)
     calls = recorded_calls(record)
     _, rows = table_rows(record, "| model | mode |")
     column = {heading: i for i, heading in enumerate(compare.SUMMARY_HEADINGS)}
@@ -271,8 +274,7 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
     done = subprocess.run([sys.executable, "-c", BLOCKED_RUN, ",".join(NOT_ON_GPU_MACHINES), "--smoke", "--results",
                            str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    summary = results.read_text()
-    record = (tmp_path / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", summary)[1]).read_text()
+    record = linked_record(results)
     headings, rows = table_rows(record, "| check |")
     assert headings == ["check", "fusionjax", "torch eager", "torch.compile", "speed-up over eager, min (median)",
                         "over compiled", "goal"]
@@ -316,7 +318,7 @@ def test_gpu_check_folder_row_trains_from_jpegs_beside_the_synthetic_batch(tmp_p
     done = subprocess.run([sys.executable, "-m", "benchmarks.gpu", "--smoke", "--sections", "folder", "--results",
                            str(results)], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    record = (tmp_path / re.search(r"\(\[record\]\((runs/[^)]+\.md)\)\)", results.read_text())[1]).read_text()
+    record = linked_record(results)
     _, rows = table_rows(record, "| check |")
     ((check, cell, *_, goal),) = rows
     workers = re.fullmatch(r"ResNet-50 training from JPEG files \(input_workers=(\d+) on \d+ cores\), bf16, "

@@ -94,16 +94,14 @@ class _EvalBatch:
         rows = self.shard.rows
         positions = batch_number * self.shard.global_batch_size + np.arange(rows.start, rows.stop)
         real = positions[positions < len(self.source)]
-        mask = (positions < len(self.source)).astype(np.float32)
-        if len(real) == len(positions):  # a full batch: the transform's array as it is
-            images, labels = self.source.read(real)
-            return {"image": self.transform.eval(images), "label": labels.astype(np.int32), "mask": mask}
-        image = np.zeros((len(positions), *self.image_shape), np.uint8)
-        label = np.zeros(len(positions), np.int32)
+        image, label = np.zeros((0, *self.image_shape), np.uint8), np.zeros(0, np.int32)
         if len(real):
             images, labels = self.source.read(real)
-            image[:len(real)], label[:len(real)] = self.transform.eval(images), labels
-        return {"image": image, "label": label, "mask": mask}
+            image, label = self.transform.eval(images), labels.astype(np.int32)
+        if blank := len(positions) - len(real):  # only the last batches: a full one is the transform's array as is
+            image = np.concatenate([image, np.zeros((blank, *self.image_shape), np.uint8)])
+            label = np.concatenate([label, np.zeros(blank, np.int32)])
+        return {"image": image, "label": label, "mask": (positions < len(self.source)).astype(np.float32)}
 
 
 MAX_AUTO_WORKERS = 16  # bounds start-up time and memory: every worker holds its own reader and batches in flight
@@ -153,7 +151,8 @@ def _described(data) -> DataDescription:
     return data if isinstance(data, DataDescription) else describe(data)
 
 
-def _workers(data: DataDescription, source) -> int:
+def worker_count(data: DataDescription, source) -> int:
+    """The worker processes that read ``source``: ``data.input_workers``, or where unset ``auto_input_workers``."""
     return auto_input_workers(source) if data.input_workers is None else data.input_workers
 
 
@@ -188,7 +187,7 @@ def train_batches(data: DataDescription | ml_collections.ConfigDict, *, seed: in
     # Steps are unbounded in principle; sys.maxsize // 2 is a length grain can hold that no run reaches.
     steps = grain.MapDataset.range(start_step, sys.maxsize // 2)
     batches = _iterate(steps.map(_TrainBatch(source, data.transform, shard, seed, steps_per_epoch)),
-                       _workers(data, source))
+                       worker_count(data, source))
     return _normalized(batches, data.transform) if normalized else batches
 
 
@@ -202,5 +201,5 @@ def eval_batches(data: DataDescription | ml_collections.ConfigDict, *, global_ba
     source = data.eval.source
     batches = grain.MapDataset.range(-(-len(source) // global_batch_size))
     batches = _iterate(batches.map(_EvalBatch(source, data.eval_transform, shard, data.image_shape)),
-                       _workers(data, source))
+                       worker_count(data, source))
     return _normalized(batches, data.eval_transform) if normalized else batches

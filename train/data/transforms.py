@@ -180,16 +180,23 @@ class Transform:
     def normalize_on_device(self, pixels):
         """``normalize``'s formula for uint8 ``pixels`` on the device (a jax array, inside a jitted step): the host
         sends a quarter of float32's bytes."""
-        std = np.asarray(self.std, np.float32)
-        pixels = (pixels[..., ::-1] if self.reverse_channels else pixels).astype(np.float32)
-        return pixels * (np.float32(1 / self.pixel_max) / std) - np.asarray(self.mean, np.float32) / std
+        scale, shift = self._scale_and_shift()
+        return self._in_model_order(pixels).astype(np.float32) * scale - shift
 
     def normalize(self, images: np.ndarray) -> np.ndarray:
-        std = np.asarray(self.std, np.float32)
-        out = (images[..., ::-1] if self.reverse_channels else images).astype(np.float32)
-        out *= np.float32(1 / self.pixel_max) / std  # in place: no float32 temporaries the size of the batch
-        out -= np.asarray(self.mean, np.float32) / std
+        scale, shift = self._scale_and_shift()
+        out = self._in_model_order(images).astype(np.float32)
+        out *= scale  # in place: no float32 temporaries the size of the batch
+        out -= shift
         return out
+
+    def _scale_and_shift(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per channel, ``x * scale - shift`` = ``(x / pixel_max - mean) / std``, in float32."""
+        std = np.asarray(self.std, np.float32)
+        return np.float32(1 / self.pixel_max) / std, np.asarray(self.mean, np.float32) / std
+
+    def _in_model_order(self, images):
+        return images[..., ::-1] if self.reverse_channels else images
 
 
 def _filled(crops: Iterator[np.ndarray], count: int) -> np.ndarray:
