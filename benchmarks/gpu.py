@@ -360,6 +360,8 @@ def parse(argv: list[str] | None = None) -> tuple[argparse.ArgumentParser, argpa
     args = parser.parse_args(argv)
     if unknown := sorted(set(args.sections.split(",")) - set(SECTIONS)):
         parser.error(f"unknown section(s) {', '.join(unknown)}: choose from {', '.join(SECTIONS)}")
+    if args.prepare is not None and args.prepare.exists() and not args.prepare.is_dir():
+        parser.error(f"--prepare {args.prepare} is a file: name a folder to write wheels/ and jpegs/ into")
     return parser, args
 
 

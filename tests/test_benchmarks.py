@@ -348,6 +348,19 @@ def test_documented_gpu_check_commands_parse():
         assert args.sections, command
 
 
+def test_gpu_check_names_a_bad_folder_or_prepare_target(tmp_path, capsys):
+    from benchmarks import gpu
+
+    (tmp_path / "file").write_text("not a folder")
+    for argv, message in ((["--prepare", str(tmp_path / "file")], f"--prepare {tmp_path / 'file'} is a file"),
+                          (["--folder", str(tmp_path / "missing")], f"--folder {tmp_path / 'missing'} is not a folder"),
+                          (["--sections", "folder,bogus"], "unknown section(s) bogus")):
+        with pytest.raises(SystemExit, match="2"):
+            gpu.main(argv)
+        assert message in capsys.readouterr().err
+    assert (tmp_path / "file").read_text() == "not a folder"  # nothing written over
+
+
 def test_gpu_check_prepares_the_folder_rows_wheels_and_jpegs(tmp_path):
     """``--prepare``: the wheels a GPU machine lacks, for its Python, from the package registry (reachable in CI),
     and the JPEG folder, written whole or not at all."""
