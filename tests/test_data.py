@@ -316,6 +316,7 @@ def test_tfds_mock_data_through_the_pipeline(tmp_path, tfds_mock_data, no_networ
     mean, std, _ = MEAN_STD[dataset]
     if dataset.startswith("cifar"):
         expected = np.stack([(r["image"] / 255.0 - mean) / std for r in raw])
+        np.testing.assert_allclose(images, expected, rtol=0, atol=1e-5)  # float32 rounding of (x/255 - mean)/std
     else:  # torchvision's eval transform is the reference for resize + center crop
         from PIL import Image
 
@@ -325,7 +326,9 @@ def test_tfds_mock_data_through_the_pipeline(tmp_path, tfds_mock_data, no_networ
         eval_transform = transforms.Compose([transforms.Resize(int(size / 0.875)), transforms.CenterCrop(size)])
         expected = np.stack([(np.asarray(eval_transform(Image.fromarray(r["image"]))) / 255.0 - mean) / std
                              for r in raw])
-    np.testing.assert_allclose(images, expected, rtol=0, atol=1e-5)  # float32 rounding of (x/255 - mean)/std
+        # A level or two off on some values: one resize of the kept box (tests/test_decode.py, MAX_EVAL_LEVELS).
+        levels = np.abs(images - expected) * std * 255
+        assert levels.max() <= 2 + 1e-3 and levels.mean() <= 0.2
 
 
 def write_imagenette_archive(path, images_per_class):
@@ -380,7 +383,9 @@ def test_imagenette_archive_is_prepared_offline_and_read_like_torchvision(imagen
     distances = ((batch["image"][:, None] - expected[None]) ** 2).mean(axis=(2, 3, 4))
     rows = distances.argmin(axis=1)
     assert sorted(rows) == list(range(6))
-    np.testing.assert_allclose(batch["image"], expected[rows], rtol=0, atol=1e-5)
+    # A level or two off on some values: one resize of the kept box (tests/test_decode.py, MAX_EVAL_LEVELS).
+    levels = np.abs(batch["image"] - expected[rows]) * std * 255
+    assert levels.max() <= 2 + 1e-3 and levels.mean() <= 0.2
     np.testing.assert_array_equal(batch["label"], expected_labels[rows])
 
 

@@ -114,8 +114,10 @@ def test_eval_transform_is_torchvisions_resize_and_center_crop(split_folders):
         transforms.Normalize(IMAGENET_MEAN.tolist(), IMAGENET_STD.tolist())])
     expected = np.stack([image.numpy().transpose(1, 2, 0) for image, _ in reference])
     assert batch["mask"].sum() == 27
-    # The same 8-bit pixels; normalizing in another order differs by float32 rounding (~1e-6).
-    np.testing.assert_allclose(batch["image"][:27], expected, rtol=0, atol=2e-5)
+    # torchvision's 8-bit pixels, a level or two off on some values: the evaluation crop is one resize of the kept
+    # box, whose filter PIL places at float32 coordinates (tests/test_decode.py, MAX_EVAL_LEVELS).
+    levels = np.abs(batch["image"][:27] - expected) * IMAGENET_STD * 255
+    assert levels.max() <= 2 + 1e-3 and levels.mean() <= 0.2
 
 
 def test_a_single_folder_is_split_by_fraction_stratified_and_the_same_for_every_seed(tmp_path):

@@ -14,7 +14,7 @@ from PIL import Image
 from scipy import stats
 
 from fusionjax.train.data import decode
-from fusionjax.train.data.transforms import Transform, inception_boxes, resize, resize_center_crop
+from fusionjax.train.data.transforms import Transform, eval_box, inception_boxes, resize, resize_center_crop
 from fusionjax.train.errors import DataError
 
 # Image sizes (height, width): ImageNet's common landscape and portrait shapes, a large photo (every DCT scale
@@ -83,7 +83,7 @@ def test_the_scale_is_the_largest_at_which_the_crop_still_covers_the_output():
     # Evaluation of a 600x800 image: torchvision resizes it to 256x341 (the long side truncated), then keeps the
     # centre 224x224 from (16, 58) (58.5 rounded half to even); in full-size pixels each axis scales by its own
     # factor, 600/256 and 800/341.
-    np.testing.assert_allclose(decode.eval_box(600, 800, 224),
+    np.testing.assert_allclose(eval_box(600, 800, 224),
                                (16 * 600 / 256, 58 * 800 / 341, 224 * 600 / 256, 224 * 800 / 341), rtol=1e-12)
 
 
@@ -91,11 +91,18 @@ def test_the_scale_is_the_largest_at_which_the_crop_still_covers_the_output():
 # square, the shorter side exactly 256 (no vertical pass) or below it (upscaling), a strip, odd sizes.
 EVAL_SHAPES = ((375, 500), (500, 333), (300, 300), (256, 700), (900, 256), (120, 90), (40, 700), (257, 255),
                (1200, 1601), (61, 64))
+# One resize of the kept box instead of torchvision's resize of the whole image: PIL places the bilinear filter at
+# the box's float32 coordinates, a few 1e-5 pixels off, which moves a value across a rounding boundary here and
+# there. Measured on these shapes: at most 1 level, on 0-0.4% of the values, 13.7% for 500x333 (whose box
+# coordinates round worst); on 480 ImageNet-sized photos 2.5% of values, 1 level; on random shapes at 32 px a
+# rare 2. A crop one pixel off, or a filter of another width, differs by several levels on most values.
+MAX_EVAL_LEVELS = 2
+MAX_EVAL_MEAN = 0.2
 
 
 @pytest.mark.parametrize("mode", ["RGB", "L"])
-def test_the_evaluation_crop_is_torchvisions_exactly(mode):
-    """Resize(256) + CenterCrop(224) computed on the crop's rows and columns only, against torchvision's own."""
+def test_the_evaluation_crop_is_torchvisions_within_a_level_or_two(mode):
+    """Resize(256) + CenterCrop(224) as one resize of the kept box, against torchvision's own."""
     from fusionjax.torch_compat import import_torchvision
 
     transforms = import_torchvision().transforms
@@ -107,8 +114,8 @@ def test_the_evaluation_crop_is_torchvisions_exactly(mode):
         pixels = np.asarray(image)
         got = resize_center_crop(pixels[..., None] if mode == "L" else pixels, 224)
         expected = np.asarray(reference(image))
-        np.testing.assert_array_equal(got, expected[..., None] if mode == "L" else expected,
-                                      err_msg=f"{height}x{width}")
+        difference = np.abs(got.astype(np.int64) - (expected[..., None] if mode == "L" else expected))
+        assert difference.max() <= MAX_EVAL_LEVELS and difference.mean() <= MAX_EVAL_MEAN, (height, width)
 
 
 @pytest.fixture(scope="module")
@@ -181,8 +188,8 @@ def test_reduced_decode_matches_full_decode_on_photos(photos, decoded_scales, si
             scales.append(scale)
             assert difference.max() <= MAX_PIXEL
         jpeg = decode.open_image(path, "RGB")
-        got, expected = jpeg.resize_center_crop(size), resize_center_crop(full_decode(path), size)
-        if decode.reduction(*decode.eval_box(*jpeg.shape[:2], size)[2:], size, size) == 1:
+        got, expected = resize_center_crop(jpeg, size), resize_center_crop(full_decode(path), size)
+        if decode.reduction(*eval_box(*jpeg.shape[:2], size)[2:], size, size) == 1:
             np.testing.assert_array_equal(got, expected)  # no reduction: exactly the full-size path
         difference = np.abs(got.astype(np.int64) - expected)
         assert got.shape == (size, size, 3) and difference.max() <= MAX_PIXEL
@@ -231,7 +238,7 @@ def test_jpegs_decode_to_pillows_pixels_exactly(photos, tmp_path, decoded_scales
         jpeg = decode.open_image(path, "RGB")
         assert isinstance(jpeg, decode.JpegFile)
         np.testing.assert_array_equal(np.asarray(jpeg), full_decode(path))
-        np.testing.assert_array_equal(jpeg.resize_center_crop(224), resize_center_crop(full_decode(path), 224))
+        np.testing.assert_array_equal(resize_center_crop(jpeg, 224), resize_center_crop(full_decode(path), 224))
         np.testing.assert_array_equal(np.asarray(decode.open_image(path, "L")), full_decode(path, "L"))
     assert set(decoded_scales) == {1}
 

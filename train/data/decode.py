@@ -65,19 +65,12 @@ def reduction(crop_h: float, crop_w: float, out_h: int, out_w: int) -> int:
     return next((scale for scale in DCT_SCALES if crop_h / scale >= out_h and crop_w / scale >= out_w), 1)
 
 
-def eval_box(height: int, width: int, size: int) -> tuple[float, float, float, float]:
-    """(top, left, h, w), in full-size pixels, of what ``transforms.resize_center_crop`` keeps: the shorter side
-    resized to ``size / EVAL_CROP_FRACTION``, then the central ``size`` x ``size``."""
-    new_h, new_w, top, left = transforms.eval_geometry(height, width, size)
-    return top * height / new_h, left * width / new_w, size * height / new_h, size * width / new_w
-
-
 class JpegFile:
     """A JPEG whose header is read and whose pixels are decoded once the crop is known.
 
-    ``np.asarray(jpeg)`` decodes it whole (as every other format is); ``crop_resize`` and ``resize_center_crop``
-    give ``transforms.resize`` of a box and ``transforms.resize_center_crop``: the same pixels where no reduction
-    applies, and otherwise decoded at a reduced scale and resized from there in one pass.
+    ``np.asarray(jpeg)`` decodes it whole (as every other format is); ``crop_resize`` gives ``transforms.resize`` of
+    a box (a training crop, the evaluation crop): the same pixels where no reduction applies, and otherwise decoded
+    at a reduced scale and resized from there in one pass.
     """
 
     def __init__(self, path: Path, encoded: bytes, mode: str, height: int, width: int, gray: bool):
@@ -93,15 +86,6 @@ class JpegFile:
         box = tuple(float(value) for value in box)
         return self._apply(reduction(*box[2:], *size), lambda image, scale: transforms.resized(
             image, size, tuple(value / scale for value in box), mirror))
-
-    def resize_center_crop(self, size: int) -> np.ndarray:
-        """``transforms.resize_center_crop(pixels, size)``: torchvision's Resize(size / 0.875) + CenterCrop(size)."""
-        box = eval_box(*self.shape[:2], size)
-        scale = reduction(box[2], box[3], size, size)
-        if scale > 1:
-            return self._apply(scale, lambda image, scale: transforms.resized(
-                image, (size, size), tuple(value / scale for value in box)))
-        return self._apply(1, lambda image, _: transforms.center_crop_resized(image, size))
 
     def _apply(self, scale: int, operation) -> np.ndarray:
         """``operation(image, decoded_scale)`` of the image decoded at ``scale`` (1, 2, 4 or 8) in ``mode``, as an

@@ -2,8 +2,8 @@
 
 ``cifar``: zero-pad 4, random 32x32 crop, horizontal flip (He et al. 2016). ``inception``: torchvision's
 RandomResizedCrop (scale 0.08-1, ratio 3/4-4/3, bilinear) and a flip. Evaluation images are used as they are
-(digits, CIFAR) or resized (shorter side to image_size / 0.875, bilinear, antialiased) and center-cropped, as
-torchvision's Resize + CenterCrop do on PIL images.
+(digits, CIFAR) or resized (shorter side to image_size / 0.875, bilinear, antialiased) and center-cropped with
+torchvision's Resize + CenterCrop geometry, in one resize of the box kept.
 
 The random draws of a step are made for the whole global batch from one generator seeded by (seed, step), so every
 host draws the same numbers and takes its own rows: a batch does not depend on the number of hosts. The draws do not
@@ -13,7 +13,6 @@ depend on image sizes, which are known only after reading.
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Iterator
 
 import numpy as np
@@ -76,38 +75,17 @@ def resized(image, size: tuple[int, int], box: tuple[float, ...] | None = None, 
     return out.transpose(Image.Transpose.FLIP_LEFT_RIGHT) if mirror else out
 
 
-def eval_geometry(height: int, width: int, size: int) -> tuple[int, int, int, int]:
-    """torchvision's Resize(int(size / 0.875)) + CenterCrop(size) of a ``height`` x ``width`` image: the resized
-    (height, width) and the crop's (top, left) in it."""
+def eval_box(height: int, width: int, size: int) -> tuple[float, float, float, float]:
+    """(top, left, h, w), in the image's own pixels, of what torchvision's Resize(int(size / 0.875)) +
+    CenterCrop(size) keep of a ``height`` x ``width`` image: the crop's box in the resized image, scaled back by each
+    axis's own factor."""
     short = int(size / EVAL_CROP_FRACTION)
     if height <= width:
         new_h, new_w = short, int(short * width / height)
     else:
         new_h, new_w = int(short * height / width), short
-    return new_h, new_w, int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
-
-
-def center_crop_resized(image, size: int):
-    """torchvision's Resize(int(size / 0.875)) + CenterCrop(size) of PIL ``image``, computing little more than the
-    crop keeps. PIL resizes in two passes, horizontal (over the rows the vertical pass reads) then vertical, each
-    with weights set by the whole image's size; here each pass runs on whole-size geometry too, but on the crop's
-    rows and then its columns only, so the pixels are PIL's, and torchvision's, exactly (a box would move the
-    filter by float32 rounding: 1 level on 3% of pixels)."""
-    from PIL import Image
-
-    new_h, new_w, top, left = eval_geometry(image.height, image.width, size)
-    # The rows the vertical pass reads for output rows [top, top + size): the bilinear filter spans `support` input
-    # rows either side of each output row's centre; one more each side covers rounding.
-    scale = image.height / new_h
-    support = max(scale, 1.0)
-    first = max(0, math.floor(top * scale - support) - 1)
-    last = min(image.height, math.ceil((top + size) * scale + support) + 1)
-    rows = image.crop((0, first, image.width, last)).resize((new_w, last - first), Image.BILINEAR)
-    # The vertical pass over the whole height, so that its weights are the full resize's; the rows it does not read
-    # for the crop stay blank.
-    columns = Image.new(image.mode, (size, image.height))
-    columns.paste(rows.crop((left, 0, left + size, last - first)), (0, first))
-    return columns.resize((size, new_h), Image.BILINEAR).crop((0, top, size, top + size))
+    top, left = int(round((new_h - size) / 2.0)), int(round((new_w - size) / 2.0))
+    return top * height / new_h, left * width / new_w, size * height / new_h, size * width / new_w
 
 
 def _through_pil(operation, image: np.ndarray) -> np.ndarray:
@@ -120,7 +98,8 @@ def _through_pil(operation, image: np.ndarray) -> np.ndarray:
 
 def resize(image: np.ndarray, size: tuple[int, int], box: np.ndarray | None = None, mirror: bool = False) -> np.ndarray:
     """``resized`` of an array: the bilinear resize of ``box`` = (top, left, h, w), mirrored where ``mirror``."""
-    return _through_pil(lambda pil: resized(pil, size, None if box is None else tuple(map(int, box)), mirror), image)
+    return _through_pil(lambda pil: resized(pil, size, None if box is None else tuple(map(float, box)), mirror),
+                        image)
 
 
 def crop_resize(image, size: tuple[int, int], box: np.ndarray, mirror: bool = False) -> np.ndarray:
@@ -129,9 +108,11 @@ def crop_resize(image, size: tuple[int, int], box: np.ndarray, mirror: bool = Fa
             else image.crop_resize(size, box, mirror))
 
 
-def resize_center_crop(image: np.ndarray, size: int) -> np.ndarray:
-    """torchvision's Resize(int(size / 0.875)) + CenterCrop(size) of an array."""
-    return _through_pil(lambda pil: center_crop_resized(pil, size), image)
+def resize_center_crop(image, size: int) -> np.ndarray:
+    """torchvision's Resize(int(size / 0.875)) + CenterCrop(size), as one resize of the kept box (``eval_box``) of an
+    array or a JPEG still encoded. The geometry is torchvision's; PIL places the filter at the box's float32
+    coordinates, so a pixel may differ from torchvision's by a level or two (docs/data.md)."""
+    return crop_resize(image, (size, size), eval_box(*image.shape[:2], size))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -174,8 +155,7 @@ class Transform:
     def eval(self, images: list[np.ndarray]) -> np.ndarray:
         if self.fixed_size:
             return np.stack(images)
-        return _filled((resize_center_crop(image, self.image_size) if isinstance(image, np.ndarray)
-                        else image.resize_center_crop(self.image_size) for image in images), len(images))
+        return _filled((resize_center_crop(image, self.image_size) for image in images), len(images))
 
     def normalize_on_device(self, pixels):
         """``normalize``'s formula for uint8 ``pixels`` on the device (a jax array, inside a jitted step): the host
