@@ -8,7 +8,8 @@
 
 On a lent GPU machine, with ``.gpu-carry`` carried beside the working tree::
 
-    pip install -q --no-index --find-links .gpu-carry/wheels grain ml_collections simplejpeg && \
+    pip install -q --no-index --find-links .gpu-carry/wheels grain ml_collections simplejpeg nanoarrow \
+        'pillow>=11.2.1' && \
         python -m benchmarks.gpu --folder .gpu-carry/jpegs
 
 One table, each row one check:
@@ -27,9 +28,9 @@ One table, each row one check:
   the same step on a synthetic batch already on the GPU, in alternating rounds.
 
 It imports only what a GPU machine of the project has (jax, flax, optax, torch, torchvision, fusionjax's library
-and converter); the folder row also needs grain, ml_collections and simplejpeg, which ``--prepare`` downloads as
-wheels for the machines' Python, and says so instead of running where they are missing. ``--smoke`` runs every path
-on CPU with batch 2, 32² images and one block per stage.
+and converter); the folder row also needs grain, ml_collections, simplejpeg, nanoarrow and Pillow 11.2.1 or later,
+which ``--prepare`` downloads as wheels for the machines' Python, and says so instead of running where they are
+missing. ``--smoke`` runs every path on CPU with batch 2, 32² images and one block per stage.
 """
 
 import argparse
@@ -57,10 +58,14 @@ GPU_BF16_PEAK = (("H100 PCIe", 756e12), ("H100 NVL", 835e12), ("H100", 989e12), 
                  ("A100", 312e12), ("L40S", 362e12), ("L4", 121e12))
 PARITY_TOLERANCE = 1e-5  # float32 on both sides, TF32 off: only the order of sums differs
 SECTIONS = ("throughput", "folder", "memory", "parity")
-# What the folder row needs beyond a GPU machine's packages: the pipeline's imports, and what grain imports that
-# jax, flax, optax, orbax and torch do not already bring. ``--prepare`` downloads them for GPU_MACHINE_PYTHON.
-FOLDER_MODULES = ("grain", "ml_collections", "simplejpeg")
-FOLDER_WHEELS = ("grain", "array-record", "portpicker", "cloudpickle", "psutil", "ml-collections", "simplejpeg")
+# What the folder row needs beyond a GPU machine's packages: the pipeline's imports (and a Pillow with the Arrow
+# interface, Image.fromarrow), and what grain imports that jax, flax, optax, orbax and torch do not already bring.
+# ``--prepare`` downloads them for GPU_MACHINE_PYTHON.
+FOLDER_MODULES = ("grain", "ml_collections", "simplejpeg", "nanoarrow")
+FOLDER_PILLOW = "pillow>=11.2.1"
+FOLDER_WHEELS = ("grain", "array-record", "portpicker", "cloudpickle", "psutil", "ml-collections", "simplejpeg",
+                 "nanoarrow", "pillow")
+FOLDER_INSTALL = " ".join(FOLDER_MODULES) + f" '{FOLDER_PILLOW}'"  # what to pip install from the wheels
 GPU_MACHINE_PYTHON = "3.12"
 FOLDER_CLASSES, FOLDER_IMAGES_PER_CLASS = 10, 60  # 600 ImageNet-sized JPEGs, read with replacement
 FOLDER_LABEL, FOLDER_GOAL = "fusionjax, JPEG folder", "≥ 90% of the synthetic batch's"
@@ -204,7 +209,10 @@ def converter_parity(name: str, sizes: Sizes, torch_side: Torch) -> float:
 
 
 def missing_folder_modules() -> list[str]:
-    return [name for name in FOLDER_MODULES if importlib.util.find_spec(name) is None]
+    from PIL import Image
+
+    missing = [name for name in FOLDER_MODULES if importlib.util.find_spec(name) is None]
+    return missing + ([FOLDER_PILLOW] if not hasattr(Image, "fromarrow") else [])
 
 
 def folder_training(sizes: Sizes, folder: Path) -> list[harness.Timed]:
@@ -258,7 +266,7 @@ def folder_row(folder: Path | None, sizes: Sizes, smoke: bool) -> list[harness.T
     if missing := missing_folder_modules():
         return (f"not run: {', '.join(missing)} not installed (`python -m benchmarks.gpu --prepare DIR` where the "
                 f"registries are reachable, then `pip install --no-index --find-links DIR/wheels "
-                f"{' '.join(FOLDER_MODULES)}`)")
+                f"{FOLDER_INSTALL}`)")
     if folder is not None:
         return folder_training(sizes, folder)
     from benchmarks import input_pipeline

@@ -256,8 +256,8 @@ def test_benchmark_commands_reject_bad_arguments(command, capsys):
 
 
 # What the GPU machines lent to the project lack: the check must run without importing any of them.
-NOT_ON_GPU_MACHINES = ("ml_collections", "tensorflow_datasets", "tensorflow", "grain", "simplejpeg", "sklearn",
-                       "safetensors", "timm", "keras", "onnx", "onnxruntime", "matplotlib", "fusionjax.train")
+NOT_ON_GPU_MACHINES = ("ml_collections", "tensorflow_datasets", "tensorflow", "grain", "simplejpeg", "nanoarrow",
+                       "sklearn", "safetensors", "timm", "keras", "onnx", "onnxruntime", "matplotlib", "fusionjax.train")
 BLOCKED_RUN = """
 import runpy, sys
 for name in sys.argv[1].split(","):
@@ -299,9 +299,10 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
     assert_ratio_cell(evaluation[4], calls["torch AMP channels_last", "forward"], calls["fusionjax", "forward"])
     assert evaluation[3] == "–"  # torch.compile times the training step only
     # Without the folder pipeline's packages the row says what is missing and how to bring it, and the rest runs.
-    assert rows[3][1] == ("not run: grain, ml_collections, simplejpeg not installed (`python -m benchmarks.gpu "
-                          "--prepare DIR` where the registries are reachable, then `pip install --no-index "
-                          "--find-links DIR/wheels grain ml_collections simplejpeg`)")
+    assert rows[3][1] == ("not run: grain, ml_collections, simplejpeg, nanoarrow not installed (`python -m "
+                          "benchmarks.gpu --prepare DIR` where the registries are reachable, then `pip install "
+                          "--no-index --find-links DIR/wheels grain ml_collections simplejpeg nanoarrow "
+                          "'pillow>=11.2.1'`)")
     for row in rows[4:7]:
         assert re.fullmatch(r"\d+\.\d \(\d+\.\d\) ms, peak [\d,]+ MiB.*", row[1]), row
     # The parity rows are a real cross-check: torchvision's own outputs against the converted model's, float32.
@@ -310,7 +311,7 @@ def test_gpu_check_smoke_run_takes_every_path_with_only_the_gpu_machines_imports
 
 
 def test_gpu_check_folder_row_trains_from_jpegs_beside_the_synthetic_batch(tmp_path):
-    """The folder row on CPU at toy sizes, with grain, ml_collections and simplejpeg installed: each call is a
+    """The folder row on CPU at toy sizes, with the folder pipeline's packages installed: each call is a
     training step on a batch the folder pipeline read, and the share is the two rows' median calls."""
     import torch  # noqa: F401  (benchmarks.gpu, run in a subprocess, imports torch whatever the sections)
 

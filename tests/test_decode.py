@@ -243,6 +243,43 @@ def test_jpegs_decode_to_pillows_pixels_exactly(photos, tmp_path, decoded_scales
     assert set(decoded_scales) == {1}
 
 
+@pytest.mark.parametrize("reused_bytes", [decode.REUSED_DECODE_BYTES, 0], ids=["reused", "fresh"])
+def test_jpegs_decoded_on_four_threads_at_once_keep_their_own_pixels(photos, monkeypatch, reused_bytes):
+    """Each reading thread decodes into its own reused buffer, which the PIL image reads in place: crops made on four
+    threads at once (as grain reads in-process), one after another on each thread, are the Pillow-decoded image's
+    crops; with reuse off (every decode above the size kept), the same. Reduction off, so that the full-size decode
+    is the reference."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    monkeypatch.setattr(decode, "REUSED_DECODE_BYTES", reused_bytes)
+    monkeypatch.setattr(decode, "DCT_SCALES", ())
+    rng = np.random.default_rng(6)
+    jobs = []
+    for _ in range(48):
+        path = photos[rng.integers(len(photos))]
+        height, width = decode.open_image(path, "RGB").shape[:2]
+        crop_h, crop_w = rng.integers(40, height // 2), rng.integers(40, width // 2)
+        box = np.asarray([rng.integers(height - crop_h), rng.integers(width - crop_w), crop_h, crop_w])
+        jobs.append((path, box, bool(rng.integers(2))))
+    with ThreadPoolExecutor(4) as pool:
+        crops = list(pool.map(lambda job: decode.open_image(job[0], "RGB").crop_resize((96, 96), *job[1:]), jobs))
+    for (path, box, mirror), crop in zip(jobs, crops):
+        expected = resize(full_decode(path), (96, 96), box)
+        np.testing.assert_array_equal(crop, expected[:, ::-1] if mirror else expected)
+
+
+@pytest.mark.parametrize("mode,size", [("RGB", (30, 41)), ("RGB", (2100, 2050)), ("L", (30, 41))],
+                         ids=["rgb", "rgb-larger-than-a-pil-block", "gray"])
+def test_pixels_leave_pil_as_numpy_reads_them(mode, size):
+    """``array_of`` reads RGB through Pillow's Arrow interface; an image over PIL's 16 MiB memory block, which
+    Arrow cannot lend as one buffer, and gray images go through NumPy; all as ``np.asarray`` reads them."""
+    from fusionjax.train.data.transforms import array_of
+
+    image = Image.fromarray(np.random.default_rng(7).integers(0, 256, (*size, 3), dtype=np.uint8)).convert(mode)
+    expected = np.asarray(image)
+    np.testing.assert_array_equal(array_of(image), expected[..., None] if mode == "L" else expected)
+
+
 def test_a_jpeg_libjpeg_warns_about_is_read_by_pillow(tmp_path):
     """Stray bytes before the end marker (as in a few ImageNet files): libjpeg-turbo warns, simplejpeg refuses, and
     Pillow, which ignores the warning as torchvision's loader does, decodes the file instead."""

@@ -1,21 +1,24 @@
 """Reading a folder's image files, with JPEGs decoded only at the scale their crop needs.
 
 JPEGs are decoded by libjpeg-turbo through simplejpeg, which gives the same pixels as Pillow's own decoder (the same
-library, IDCT and upsampling) in about 85% of its time, the copy into PIL's layout included (docs/data.md). libjpeg
-can also decode at 1/2, 1/4 or 1/8 of the size in the DCT domain, for a fraction of the cost. A JPEG is therefore
-read as a ``JpegFile``: its header only, so that the crop can be drawn on the full-size coordinates exactly as
-torchvision draws it; the pixels are decoded when the transform asks for the crop, at the smallest scale at which
-the crop still has at least the output's pixels, and the crop is resized from there in one pass (``Image.resize``
-with a box). A JPEG that libjpeg-turbo reports any problem with (cut short, stray bytes) is decoded whole by Pillow,
-which reads what torchvision's loader reads and names what it cannot; CMYK JPEGs and every other format are decoded
-whole by Pillow, and transformed as they always were.
+library, IDCT and upsampling) in less time, straight into the layout PIL keeps RGB in (4 bytes a pixel), which PIL
+then reads where it lies, through its Arrow interface (docs/data.md). libjpeg can also decode at 1/2, 1/4 or 1/8 of
+the size in the DCT domain, for a fraction of the cost. A JPEG is therefore read as a ``JpegFile``: its header only,
+so that the crop can be drawn on the full-size coordinates exactly as torchvision draws it; the pixels are decoded
+when the transform asks for the crop, at the smallest scale at which the crop still has at least the output's
+pixels, and the crop is resized from there in one pass (``Image.resize`` with a box). A JPEG that libjpeg-turbo
+reports any problem with (cut short, stray bytes) is decoded whole by Pillow, which reads what torchvision's loader
+reads and names what it cannot; CMYK JPEGs and every other format are decoded whole by Pillow, and transformed as
+they always were.
 """
 
 from __future__ import annotations
 
 import io
+import threading
 from pathlib import Path
 
+import nanoarrow
 import numpy as np
 import simplejpeg
 from PIL import Image
@@ -26,6 +29,11 @@ from fusionjax.train.errors import DataError
 PIL_ERRORS = (OSError, SyntaxError, ValueError)  # what PIL raises for bytes it cannot read (UnidentifiedImageError)
 DCT_SCALES = (8, 4, 2)  # the reductions libjpeg decodes to directly, largest first
 JPEG_START = b"\xff\xd8\xff"  # start-of-image marker, then the next marker's first byte
+# Decoding into memory already used spares the page faults of fresh memory: one buffer per reading thread, grown as
+# needed up to this size (a larger decode, a big photo decoded whole, gets fresh memory that is not kept).
+REUSED_DECODE_BYTES = 16 * 2**20
+_decode_buffers = threading.local()
+_RGBX_PIXEL = nanoarrow.uint32()  # one RGBX pixel, as Arrow sees PIL's RGB storage
 
 
 def undecodable(path: Path, error: Exception) -> DataError:
@@ -78,7 +86,8 @@ class JpegFile:
         self.shape = (height, width, 1 if mode == "L" else 3)
 
     def __array__(self, dtype=None, copy=None) -> np.ndarray:
-        pixels = self._apply(1, lambda image, _: image)
+        # A copy of its own to read from: Pillow before 13 crashes lending an image whose memory it borrowed.
+        pixels = self._apply(1, lambda image, _: image.copy())
         return pixels if dtype is None else pixels.astype(dtype)
 
     def crop_resize(self, size: tuple[int, int], box: np.ndarray, mirror: bool = False) -> np.ndarray:
@@ -94,20 +103,23 @@ class JpegFile:
             image, decoded_scale = self._decoded(scale), scale
         except ValueError:  # libjpeg-turbo reported a problem: Pillow decodes it as torchvision would, or names it
             image, decoded_scale = self._decoded_by_pillow(), 1
-        out = np.asarray(_converted(operation(image, decoded_scale), self.mode))
-        return out[..., None] if out.ndim == 2 else out
+        # The decoded image may lie in this thread's reused buffer: only a new array leaves.
+        return transforms.array_of(_converted(operation(image, decoded_scale), self.mode))
 
     def _decoded(self, scale: int) -> Image.Image:
-        """The pixels at 1/``scale``, in ``mode``."""
+        """The pixels at 1/``scale``, in ``mode``, decoded into this thread's reused buffer where they fit."""
         height, width = (-(-side // scale) for side in self.shape[:2])  # libjpeg rounds scaled sizes up
-        layout = "L" if self.mode == "L" and self._gray else "RGB"
-        pixels = simplejpeg.decode_jpeg(self._encoded, "GRAY" if layout == "L" else "RGB",
-                                        min_height=height, min_width=width)
+        gray = self.mode == "L" and self._gray
+        pixels = simplejpeg.decode_jpeg(self._encoded, "GRAY" if gray else "RGBX", min_height=height,
+                                        min_width=width, buffer=_decode_buffer(height * width * (1 if gray else 4)))
         if pixels.shape[:2] != (height, width):
             raise ValueError(f"simplejpeg decoded {pixels.shape[:2]} pixels, not 1/{scale} of {self.shape[:2]}")
-        # frombuffer copies RGB into PIL's own layout (4 bytes a pixel): PIL resizes that faster than an RGBX image
-        # it could map without a copy.
-        return _converted(Image.frombuffer(layout, (width, height), pixels, "raw", layout, 0, 1), self.mode)
+        if gray:
+            return Image.frombuffer("L", (width, height), pixels, "raw", "L", 0, 1)  # PIL maps L without a copy
+        # RGBX bytes are PIL's own RGB layout: through Arrow, PIL reads them where they are. (A PIL "RGBX" image,
+        # which frombuffer would map, resizes 10% slower: four bands instead of three.)
+        rgbx = nanoarrow.c_array_from_buffers(_RGBX_PIXEL, height * width, [None, pixels])
+        return _converted(Image.fromarrow(rgbx, "RGB", (width, height)), self.mode)
 
     def _decoded_by_pillow(self) -> Image.Image:
         try:
@@ -118,11 +130,20 @@ class JpegFile:
             raise undecodable(self.path, error) from None
 
 
+def _decode_buffer(size: int) -> np.ndarray | None:
+    """This thread's reused buffer of at least ``size`` bytes; None (fresh memory) above ``REUSED_DECODE_BYTES``."""
+    if size > REUSED_DECODE_BYTES:
+        return None
+    buffer = getattr(_decode_buffers, "buffer", None)
+    if buffer is None or buffer.size < size:
+        buffer = _decode_buffers.buffer = np.empty(size, np.uint8)
+    return buffer
+
+
 def _converted(image: Image.Image, mode: str) -> Image.Image:
     return image if image.mode == mode else image.convert(mode)
 
 
 def _pixels(image: Image.Image, mode: str) -> np.ndarray:
     """torchvision's loader: ``PIL.Image.convert(mode)``, as an [H, W, C] array."""
-    pixels = np.asarray(_converted(image, mode))
-    return pixels[..., None] if pixels.ndim == 2 else pixels
+    return transforms.array_of(_converted(image, mode))
