@@ -28,7 +28,6 @@ ROUNDS = 3
 
 
 def breakdown(files: list[str]) -> dict[str, float]:
-    import nanoarrow
     import simplejpeg
     import torch
 
@@ -76,9 +75,7 @@ def breakdown(files: list[str]) -> dict[str, float]:
     steps = [
         ("jax", "read the file", lambda: [Path(path).read_bytes() for path in files]),
         ("jax", "full decode (simplejpeg, RGBX read in place by PIL: fusionjax's JPEG decode)", lambda: [
-            Image.fromarrow(nanoarrow.c_array_from_buffers(nanoarrow.uint32(), pixels.shape[0] * pixels.shape[1],
-                                                           [None, pixels]), "RGB", pixels.shape[1::-1])
-            for pixels in map(lambda blob: simplejpeg.decode_jpeg(blob, "RGBX"), blobs)]),
+            decode.image_on_rgbx(simplejpeg.decode_jpeg(blob, "RGBX")) for blob in blobs]),
         ("torch", "full decode (PIL, RGB: torchvision's loader)",
          lambda: [Image.open(io.BytesIO(b)).convert("RGB") for b in blobs]),
         ("jax", "resize the crop box to 224 (PIL bilinear, antialiased)",

@@ -192,7 +192,7 @@ def pillow_decode(path: str) -> None:
 
 
 def simplejpeg_decode(path: str) -> None:
-    """The whole JPEG in RGB, as fusionjax decodes JPEGs."""
+    """The whole JPEG in RGB: libjpeg-turbo through simplejpeg, as fusionjax decodes JPEGs (it asks for RGBX)."""
     import simplejpeg
 
     simplejpeg.decode_jpeg(Path(path).read_bytes(), "RGB")

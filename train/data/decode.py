@@ -104,7 +104,7 @@ class JpegFile:
         except ValueError:  # libjpeg-turbo reported a problem: Pillow decodes it as torchvision would, or names it
             image, decoded_scale = self._decoded_by_pillow(), 1
         # The decoded image may lie in this thread's reused buffer: only a new array leaves.
-        return transforms.array_of(_converted(operation(image, decoded_scale), self.mode))
+        return transforms.array_of(operation(image, decoded_scale))
 
     def _decoded(self, scale: int) -> Image.Image:
         """The pixels at 1/``scale``, in ``mode``, decoded into this thread's reused buffer where they fit."""
@@ -116,10 +116,7 @@ class JpegFile:
             raise ValueError(f"simplejpeg decoded {pixels.shape[:2]} pixels, not 1/{scale} of {self.shape[:2]}")
         if gray:
             return Image.frombuffer("L", (width, height), pixels, "raw", "L", 0, 1)  # PIL maps L without a copy
-        # RGBX bytes are PIL's own RGB layout: through Arrow, PIL reads them where they are. (A PIL "RGBX" image,
-        # which frombuffer would map, resizes 10% slower: four bands instead of three.)
-        rgbx = nanoarrow.c_array_from_buffers(_RGBX_PIXEL, height * width, [None, pixels])
-        return _converted(Image.fromarrow(rgbx, "RGB", (width, height)), self.mode)
+        return _converted(image_on_rgbx(pixels), self.mode)
 
     def _decoded_by_pillow(self) -> Image.Image:
         try:
@@ -128,6 +125,14 @@ class JpegFile:
                 return _converted(image, self.mode)
         except PIL_ERRORS as error:
             raise undecodable(self.path, error) from None
+
+
+def image_on_rgbx(pixels: np.ndarray) -> Image.Image:
+    """A PIL RGB image reading RGBX ``pixels`` [H, W, 4] uint8 where they lie: RGBX is PIL's own RGB layout, lent
+    through Arrow. (A PIL "RGBX" image, which frombuffer would map, resizes 10% slower: four bands, not three.)"""
+    height, width = pixels.shape[:2]
+    rgbx = nanoarrow.c_array_from_buffers(_RGBX_PIXEL, height * width, [None, pixels])
+    return Image.fromarrow(rgbx, "RGB", (width, height))
 
 
 def _decode_buffer(size: int) -> np.ndarray | None:
